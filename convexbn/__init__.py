@@ -1,0 +1,49 @@
+"""convexbn: globally optimal two-layer ReLU networks with batch normalization.
+
+The pieces, each in its own module (spec: ``shared/spec/convex-bn.md``):
+
+- :mod:`convexbn.basis` -- centering, SVD and the BN basis ``U'``;
+- :mod:`convexbn.arrangements` -- sampled or enumerated activation patterns;
+- :mod:`convexbn.losses` -- convex losses;
+- :mod:`convexbn.problem` -- the convex program (4) and its solution;
+- :mod:`convexbn.solvers` -- backends (cvxpy + Clarabel/MOSEK/SCS, closed form, torch);
+- :mod:`convexbn.recovery` / :mod:`convexbn.network` -- the recovered nonconvex network;
+- :mod:`convexbn.certificate` -- the dual certificate of global optimality.
+"""
+
+from .arrangements import (
+    Arrangements,
+    enumerate_arrangements,
+    make_arrangements,
+    max_arrangements,
+    sample_arrangements,
+)
+from .basis import BNBasis, bn_basis
+from .certificate import Certificate, certify
+from .losses import get_loss
+from .network import BNNetwork
+from .problem import ConvexBNProblem, ConvexBNSolution, SolverError, SolverWarning
+from .recovery import recover_network
+from .solvers import available_solvers
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Arrangements",
+    "BNBasis",
+    "BNNetwork",
+    "Certificate",
+    "ConvexBNProblem",
+    "ConvexBNSolution",
+    "SolverError",
+    "SolverWarning",
+    "available_solvers",
+    "bn_basis",
+    "certify",
+    "enumerate_arrangements",
+    "get_loss",
+    "make_arrangements",
+    "max_arrangements",
+    "recover_network",
+    "sample_arrangements",
+]

@@ -1,0 +1,192 @@
+"""Hyperplane arrangements of the BN basis (spec section 3).
+
+An arrangement is the 0/1 activation pattern ``D = diag(1[U' g >= 0])`` of one neuron on the training
+samples. We store a set of ``P`` patterns as a boolean mask of shape (n, P), column ``i`` being ``D_i``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import comb
+
+import numpy as np
+from scipy.optimize import linprog
+from sklearn.utils import check_random_state
+
+from ._validation import check_positive_int
+from .basis import BNBasis
+
+__all__ = [
+    "Arrangements",
+    "sample_arrangements",
+    "enumerate_arrangements",
+    "make_arrangements",
+    "max_arrangements",
+]
+
+
+@dataclass(frozen=True)
+class Arrangements:
+    """A set of distinct, nonzero activation patterns.
+
+    Attributes
+    ----------
+    mask : ndarray of bool, shape (n, P)
+        ``mask[:, i]`` is the diagonal of ``D_i``.
+    generators : ndarray of shape (P, r + 1)
+        A vector ``g_i`` with ``D_i = 1[U' g_i >= 0]`` (a witness of each pattern).
+    exact : bool
+        True if the set holds *every* full-dimensional pattern of the arrangement, so that the convex
+        program built on it is exact (its optimum is the global optimum of the nonconvex problem).
+    """
+
+    mask: np.ndarray
+    generators: np.ndarray
+    exact: bool = False
+
+    @property
+    def n_patterns(self) -> int:
+        return int(self.mask.shape[1])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.mask.shape[0])
+
+
+def max_arrangements(n: int, k: int) -> int:
+    """Upper bound on the number of cells of a central arrangement of ``n`` hyperplanes in R^k.
+
+    ``2 * sum_{i<k} C(n-1, i)``, attained for hyperplanes in general position (Cover, 1965).
+    """
+    return 2 * sum(comb(n - 1, i) for i in range(min(k, n)))
+
+
+def _unique_patterns(mask: np.ndarray, generators: np.ndarray):
+    """Drop duplicate and all-zero columns of ``mask``, keeping first occurrences in order."""
+    nonzero = mask.any(axis=0)
+    mask, generators = mask[:, nonzero], generators[nonzero]
+    packed = np.packbits(mask, axis=0)  # (ceil(n/8), P) bytes
+    _, first = np.unique(packed.T, axis=0, return_index=True)
+    first = np.sort(first)
+    return np.ascontiguousarray(mask[:, first]), generators[first]
+
+
+def sample_arrangements(basis: BNBasis, n_arrangements: int = 200, *, random_state=None) -> Arrangements:
+    """Sample activation patterns from Gaussian generators ``g ~ N(0, I_{r+1})`` (spec section 3).
+
+    Duplicates and the all-zero pattern are dropped, so at most ``n_arrangements`` patterns are
+    returned. The program built on a sample is a restriction of the exact one: its optimum is an upper
+    bound on the global optimum, attained by the recovered network.
+
+    Parameters
+    ----------
+    basis : BNBasis
+    n_arrangements : int
+        Number of generators drawn.
+    random_state : int, RandomState or None
+        Seed (scikit-learn convention).
+
+    Returns
+    -------
+    Arrangements
+    """
+    n_arrangements = check_positive_int(n_arrangements, "n_arrangements")
+    rng = check_random_state(random_state)
+    G = rng.standard_normal((n_arrangements, basis.dim))
+    mask = basis.Uprime @ G.T >= 0
+    mask, G = _unique_patterns(mask, G)
+    return Arrangements(mask=mask, generators=G, exact=False)
+
+
+def _interior_point(A: np.ndarray, signs: np.ndarray, tol: float):
+    """A ``g`` with ``signs * (A g) >= t > tol`` and ``|g|_inf <= 1``, or None (one LP)."""
+    k = A.shape[1]
+    # variables [g, t]: maximise t  s.t.  -signs_j a_j^T g + t <= 0
+    A_ub = np.hstack([-(signs[:, None] * A), np.ones((A.shape[0], 1))])
+    res = linprog(
+        c=np.r_[np.zeros(k), -1.0],
+        A_ub=A_ub,
+        b_ub=np.zeros(A.shape[0]),
+        bounds=[(-1, 1)] * k + [(None, 1)],
+        method="highs",
+    )
+    if res.status != 0 or -res.fun <= tol:
+        return None
+    return res.x[:k]
+
+
+def enumerate_arrangements(basis: BNBasis, *, max_patterns: int = 20_000, tol: float = 1e-9) -> Arrangements:
+    """Enumerate every full-dimensional activation pattern exactly.
+
+    Incremental cell enumeration of the central arrangement with normals the rows of ``U'``: samples are
+    added one at a time; each cell found so far is split by the new hyperplane when a linear program
+    finds an interior point on the other side. Lower-dimensional faces add no new function (a zero
+    pre-activation contributes zero either way), so full-dimensional cells suffice for exactness.
+
+    Parameters
+    ----------
+    basis : BNBasis
+    max_patterns : int
+        Refuse (ValueError) when the Cover bound ``2 sum_{i<r+1} C(n-1, i)`` exceeds this.
+    tol : float
+        Minimum margin of an interior point for a cell to count as full-dimensional.
+
+    Returns
+    -------
+    Arrangements
+        With ``exact=True``. The all-zero pattern is dropped.
+    """
+    A = basis.Uprime
+    n, k = A.shape
+    bound = max_arrangements(n, k)
+    if bound > max_patterns:
+        raise ValueError(
+            f"exact enumeration could need up to {bound} patterns (n={n}, rank+1={k}), more than "
+            f"max_patterns={max_patterns}; sample arrangements instead or raise max_patterns"
+        )
+    # each cell: (signs of the rows seen so far, interior witness g)
+    cells = [(np.array([1.0]), A[0].copy()), (np.array([-1.0]), -A[0].copy())]
+    for j in range(1, n):
+        a = A[j]
+        new_cells = []
+        for signs, g in cells:
+            side = np.sign(a @ g) if abs(a @ g) > tol else 1.0
+            rows = A[: j + 1]
+            # the witness's own side is feasible if it is strictly off the new hyperplane
+            if abs(a @ g) > tol:
+                new_cells.append((np.r_[signs, side], g))
+            else:
+                g1 = _interior_point(rows, np.r_[signs, side], tol)
+                if g1 is not None:
+                    new_cells.append((np.r_[signs, side], g1))
+            g2 = _interior_point(rows, np.r_[signs, -side], tol)
+            if g2 is not None:
+                new_cells.append((np.r_[signs, -side], g2))
+        cells = new_cells
+    G = np.array([g for _, g in cells])
+    mask = A @ G.T >= 0
+    mask, G = _unique_patterns(mask, G)
+    return Arrangements(mask=mask, generators=G, exact=True)
+
+
+def make_arrangements(
+    basis: BNBasis,
+    n_arrangements: int = 200,
+    *,
+    method: str = "auto",
+    random_state=None,
+    max_patterns: int = 20_000,
+) -> Arrangements:
+    """Sample or enumerate arrangements.
+
+    ``method="auto"`` enumerates exactly when the Cover bound on the number of patterns is at most
+    ``n_arrangements`` (so exactness costs no more than the sample asked for), else samples.
+    """
+    if method not in ("auto", "sample", "exact"):
+        raise ValueError(f"unknown arrangement method {method!r}; expected 'auto', 'sample' or 'exact'")
+    n_arrangements = check_positive_int(n_arrangements, "n_arrangements")
+    if method == "exact" or (
+        method == "auto" and max_arrangements(basis.n_samples, basis.dim) <= n_arrangements
+    ):
+        return enumerate_arrangements(basis, max_patterns=max_patterns)
+    return sample_arrangements(basis, n_arrangements, random_state=random_state)

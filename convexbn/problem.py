@@ -1,0 +1,333 @@
+"""The convex program (spec eq. (4)): data fit, group penalty and cone constraints.
+
+Variables are stored as two arrays ``W_pos`` and ``W_neg`` of shape (C, P, k): ``W_pos[c, i]`` is
+``u_i`` and ``W_neg[c, i]`` is ``u'_i`` of output ``c`` (per-output programs, spec section 8), with
+``k = r + 1``. The prediction of output ``c`` is ``sum_i D_i U' (u_i - u'_i)``, computed from the
+(n, P) mask and the (n, P) product ``U' (W_pos[c] - W_neg[c])^T`` without forming any ``D_i U'``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validation import check_choice, check_positive
+from .arrangements import Arrangements
+from .basis import BNBasis
+from .losses import Loss, get_loss
+
+__all__ = [
+    "ConvexBNProblem",
+    "ConvexBNSolution",
+    "SolverError",
+    "SolverWarning",
+    "FORMULATIONS",
+]
+
+FORMULATIONS = ("exact", "gated")
+
+
+class SolverError(RuntimeError):
+    """A backend failed or returned no usable solution."""
+
+
+class SolverWarning(UserWarning):
+    """A backend returned a solution of reduced accuracy, or a requested solver was replaced."""
+
+
+def predict_from_groups(Uprime: np.ndarray, mask: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Outputs ``F[:, c] = sum_i D_i U' W[c, i]`` of shape (n, C) for ``W`` of shape (C, P, k)."""
+    # (C, n, P) pre-activations, masked, summed over patterns
+    return np.einsum("np,cnp->nc", mask, np.einsum("nk,cpk->cnp", Uprime, W))
+
+
+def group_norms(W: np.ndarray) -> np.ndarray:
+    """Euclidean norms of the groups, shape (C, P)."""
+    return np.linalg.norm(W, axis=-1)
+
+
+def cone_violation(Uprime: np.ndarray, mask: np.ndarray, W: np.ndarray) -> float:
+    """Largest violation of ``(2 D_i - I) U' w_i >= 0`` over all groups, relative to ``max ||w_i||``.
+
+    Returns 0 for a feasible point (and for an all-zero ``W``).
+    """
+    scale = group_norms(W).max(initial=0.0)
+    if scale == 0:
+        return 0.0
+    signs = np.where(mask, 1.0, -1.0)
+    pre = np.einsum("nk,cpk->cnp", Uprime, W)
+    return float(np.maximum(0.0, -(signs * pre)).max() / scale)
+
+
+@dataclass
+class ConvexBNSolution:
+    """The result of solving a :class:`ConvexBNProblem`.
+
+    Attributes
+    ----------
+    problem : ConvexBNProblem
+    W_pos, W_neg : ndarray of shape (C, P, k)
+        ``u_i`` and ``u'_i`` per output and pattern (``W_neg`` is zero for the gated relaxation, whose
+        single variable per pattern is stored in ``W_pos``).
+    arrangements : Arrangements
+        The patterns the groups belong to (the problem's, except for the closed form, which builds its own).
+    status : str
+        ``"optimal"`` or ``"optimal_inaccurate"`` (the latter also warns with :class:`SolverWarning`).
+    objective : float
+        Value of (4) at the returned (pruned) point, computed here in numpy, not taken from the solver.
+    constraint_violation : float
+        Largest relative violation of the cone constraints (0 for the gated relaxation).
+    solve_time : float
+        Wall-clock seconds spent in the backend.
+    solver : str
+        The backend that produced it, e.g. ``"cvxpy:CLARABEL"``, ``"closed_form"``.
+    n_iter : int or None
+    dual : ndarray of shape (n, C) or None
+        Dual variable of the prediction (``-grad L`` at the optimum), where the backend provides one.
+    info : dict
+        Backend-specific details.
+    """
+
+    problem: ConvexBNProblem
+    W_pos: np.ndarray
+    W_neg: np.ndarray
+    arrangements: Arrangements
+    status: str
+    objective: float
+    constraint_violation: float
+    solve_time: float
+    solver: str
+    n_iter: int | None = None
+    dual: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def formulation(self) -> str:
+        return self.problem.formulation
+
+    @property
+    def n_neurons(self) -> int:
+        """Number of nonzero groups (each becomes one hidden neuron)."""
+        return int((group_norms(self.W_pos) > 0).sum() + (group_norms(self.W_neg) > 0).sum())
+
+    def predict_train(self) -> np.ndarray:
+        """Outputs on the training data, shape (n, C): ``sum_i D_i U' (u_i - u'_i)``."""
+        return predict_from_groups(self.problem.Uprime, self.arrangements.mask, self.W_pos - self.W_neg)
+
+
+class ConvexBNProblem:
+    """The convex program (4) of a two-layer ReLU+BN network with weight decay ``beta``.
+
+    Parameters
+    ----------
+    basis : BNBasis
+        From :func:`convexbn.bn_basis` on the training inputs.
+    arrangements : Arrangements
+        From :func:`convexbn.sample_arrangements` / :func:`convexbn.enumerate_arrangements`.
+    y : array-like of shape (n,) or (n, C)
+        Targets, encoded by the loss: reals for ``"squared"``, {-1, +1} for ``"logistic"`` and
+        ``"hinge"``, class labels or one-hot for ``"cross_entropy"``. Several columns give one program
+        per output (spec section 8), coupled only through the loss.
+    beta : float
+        Weight decay, > 0.
+    loss : str or Loss
+        ``"squared"`` (default), ``"logistic"``, ``"hinge"`` or ``"cross_entropy"``.
+    formulation : {"exact", "gated"}
+        ``"exact"``: program (4) with its cone constraints, equivalent to the BN network.
+        ``"gated"``: the unconstrained gated-ReLU relaxation (a different, larger model class; its
+        solution is *not* a BN network and cannot be recovered as one).
+    """
+
+    def __init__(
+        self,
+        basis: BNBasis,
+        arrangements: Arrangements,
+        y,
+        beta: float,
+        loss: str | Loss = "squared",
+        formulation: str = "exact",
+    ):
+        if not isinstance(basis, BNBasis):
+            raise TypeError(f"basis must be a BNBasis (from bn_basis), got {type(basis).__name__}")
+        if not isinstance(arrangements, Arrangements):
+            raise TypeError(f"arrangements must be an Arrangements object, got {type(arrangements).__name__}")
+        if arrangements.n_samples != basis.n_samples:
+            raise ValueError(
+                f"arrangements have {arrangements.n_samples} samples, the basis {basis.n_samples}"
+            )
+        if arrangements.n_patterns == 0:
+            raise ValueError("arrangements hold no pattern")
+        self.basis = basis
+        self.arrangements = arrangements
+        self.loss = get_loss(loss)
+        self.beta = check_positive(beta, "beta")
+        self.formulation = check_choice(formulation, "formulation", FORMULATIONS)
+        Y = self.loss.encode_targets(y)
+        if Y.shape[0] != basis.n_samples:
+            raise ValueError(f"y has {Y.shape[0]} samples but X has {basis.n_samples}: inconsistent shapes")
+        self.Y = Y
+        self.Uprime = basis.Uprime
+
+    # --- sizes -------------------------------------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        return self.basis.n_samples
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.Y.shape[1])
+
+    @property
+    def n_patterns(self) -> int:
+        return self.arrangements.n_patterns
+
+    @property
+    def dim(self) -> int:
+        return self.basis.dim
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.arrangements.mask
+
+    # --- the program's pieces ----------------------------------------------------------------------
+    def predict(self, W_pos: np.ndarray, W_neg: np.ndarray | None = None, mask=None) -> np.ndarray:
+        """Outputs (n, C) of the convex model with variables ``W_pos``, ``W_neg`` (C, P, k)."""
+        W = W_pos if W_neg is None else W_pos - W_neg
+        return predict_from_groups(self.Uprime, self.mask if mask is None else mask, W)
+
+    def penalty(self, W_pos: np.ndarray, W_neg: np.ndarray | None = None) -> float:
+        """``beta * sum (||u_i|| + ||u'_i||)``."""
+        total = group_norms(W_pos).sum()
+        if W_neg is not None:
+            total += group_norms(W_neg).sum()
+        return self.beta * float(total)
+
+    def objective(self, W_pos: np.ndarray, W_neg: np.ndarray | None = None, mask=None) -> float:
+        """Value of (4) (or of the gated relaxation) at ``W_pos``, ``W_neg``."""
+        F = self.predict(W_pos, W_neg, mask)
+        return self.loss.value(F, self.Y) + self.penalty(W_pos, W_neg)
+
+    def zeros(self) -> np.ndarray:
+        """An all-zero variable of shape (C, P, k)."""
+        return np.zeros((self.n_outputs, self.n_patterns, self.dim))
+
+    # --- solving -----------------------------------------------------------------------------------
+    def solve(self, solver: str = "cvxpy", *, prune_tol: float = 1e-7, **options) -> ConvexBNSolution:
+        """Solve the program.
+
+        Parameters
+        ----------
+        solver : str
+            ``"cvxpy"`` (Clarabel, or ``cvxpy_solver=``), ``"clarabel"``, ``"mosek"`` (falls back to
+            Clarabel with a :class:`SolverWarning` when MOSEK is not installed or not licensed),
+            ``"scs"``, or ``"closed_form"`` (overparameterized squared loss, spec section 7).
+            See :func:`convexbn.solvers.available_solvers`.
+        prune_tol : float
+            Interior-point methods return tiny nonzero groups instead of exact zeros. The smallest
+            groups are zeroed as long as the objective rises by at most ``prune_tol`` relative; each
+            remaining group is one neuron of the recovered network.
+            The reported objective is the pruned point's. ``0`` keeps every group.
+        **options
+            Passed to the backend (e.g. ``verbose``, tolerances, ``cvxpy_solver``).
+
+        Returns
+        -------
+        ConvexBNSolution
+
+        Raises
+        ------
+        SolverError
+            If the backend fails or reports anything but an (inaccurate) optimum.
+        """
+        from .solvers import get_solver
+
+        backend = get_solver(solver)
+        prune_tol = check_positive(prune_tol, "prune_tol", allow_zero=True)
+        start = time.perf_counter()
+        raw = backend(self, **options)
+        elapsed = time.perf_counter() - start
+        arrangements = raw.get("arrangements", self.arrangements)
+        W_pos, W_neg = _prune(self, raw["W_pos"], raw["W_neg"], arrangements.mask, prune_tol)
+        objective = self.objective(W_pos, W_neg, arrangements.mask)
+        violation = (
+            0.0
+            if self.formulation == "gated"
+            else max(
+                cone_violation(self.Uprime, arrangements.mask, W_pos),
+                cone_violation(self.Uprime, arrangements.mask, W_neg),
+            )
+        )
+        status = raw["status"]
+        if status != "optimal":
+            warnings.warn(
+                f"solver {raw['solver']} returned status {status!r}: the objective "
+                f"{objective:.6g} may be above the optimum",
+                SolverWarning,
+                stacklevel=2,
+            )
+        return ConvexBNSolution(
+            problem=self,
+            W_pos=W_pos,
+            W_neg=W_neg,
+            arrangements=arrangements,
+            status=status,
+            objective=objective,
+            constraint_violation=violation,
+            solve_time=elapsed,
+            solver=raw["solver"],
+            n_iter=raw.get("n_iter"),
+            dual=raw.get("dual"),
+            info=raw.get("info", {}),
+        )
+
+    def certificate(self, solution: ConvexBNSolution, arrangements: Arrangements | None = None, **kw):
+        """Dual certificate of ``solution`` over ``arrangements`` (default: this problem's).
+
+        See :func:`convexbn.certificate.certify`.
+        """
+        from .certificate import certify
+
+        return certify(solution, arrangements=arrangements, **kw)
+
+    def __repr__(self) -> str:
+        return (
+            f"ConvexBNProblem(n={self.n_samples}, rank={self.basis.rank}, P={self.n_patterns}, "
+            f"C={self.n_outputs}, beta={self.beta:g}, loss={self.loss.name!r}, "
+            f"formulation={self.formulation!r})"
+        )
+
+
+def _prune(problem: ConvexBNProblem, W_pos, W_neg, mask, tol: float):
+    """Zero the smallest groups while the objective rises by at most ``tol`` (relative).
+
+    The number removed is found by bisection over the groups sorted by norm (O(log P) objective
+    evaluations); a large group is never removed because its removal would exceed the budget.
+    """
+    norms = np.concatenate([group_norms(W_pos).ravel(), group_norms(W_neg).ravel()])
+    nonzero = norms > 0
+    if tol == 0 or not nonzero.any():
+        return W_pos, W_neg
+    order = np.argsort(norms)
+    order = order[nonzero[order]]
+    base = problem.objective(W_pos, W_neg, mask)
+    budget = tol * max(abs(base), 1e-12)
+
+    def pruned(count):
+        keep = np.ones(norms.size, dtype=bool)
+        keep[order[:count]] = False
+        half = W_pos.size // W_pos.shape[-1]
+        kp = keep[:half].reshape(W_pos.shape[:-1], order="C")[..., None]
+        kn = keep[half:].reshape(W_neg.shape[:-1], order="C")[..., None]
+        return W_pos * kp, W_neg * kn
+
+    lo, hi = 0, order.size  # invariant: removing `lo` groups is within budget
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if problem.objective(*pruned(mid), mask) - base <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return pruned(lo)

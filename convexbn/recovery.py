@@ -1,0 +1,71 @@
+"""Recovering the nonconvex BN network from a solution of the convex program (spec section 5)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .network import BNNetwork
+from .problem import ConvexBNSolution, group_norms
+
+__all__ = ["recover_network"]
+
+
+def recover_network(solution: ConvexBNSolution) -> BNNetwork:
+    """Map each nonzero group of the convex solution to one BN neuron (spec section 5).
+
+    For a group ``u`` of output ``c`` with ``t = ||u|| > 0``: ``z = u / sqrt(t)``, ``v = +-sqrt(t) e_c``
+    (plus for ``u_i``, minus for ``u'_i``); ``gamma = ||z[:r]||``, ``alpha = z[r]``,
+    ``w = V S^{-1} z[:r] / gamma``. A neuron with ``gamma = 0`` is the constant ``alpha / sqrt(n)``;
+    its ``w`` is the top principal direction (any ``w`` with ``P X w != 0`` serves).
+    The neuron's penalty ``(gamma^2 + alpha^2 + ||v||^2) / 2`` equals ``||u||``, so objective (3) of the
+    network equals the convex objective (4) whenever the cone constraints hold.
+
+    Groups are taken as the solver left them after pruning (see ``prune_tol`` in
+    :meth:`ConvexBNProblem.solve`): exact zeros are skipped.
+
+    Raises
+    ------
+    ValueError
+        For a solution of the gated relaxation, which is not a BN network.
+    """
+    if not isinstance(solution, ConvexBNSolution):
+        raise TypeError(f"expected a ConvexBNSolution, got {type(solution).__name__}")
+    if solution.formulation != "exact":
+        raise ValueError(
+            "a solution of the gated relaxation is not a BN network and cannot be recovered as one; "
+            "solve the exact program (formulation='exact'), e.g. warm-started from this solution"
+        )
+    problem = solution.problem
+    basis = problem.basis
+    r, C = basis.rank, problem.n_outputs
+    Z, V = [], []
+    for W, sign in ((solution.W_pos, 1.0), (solution.W_neg, -1.0)):
+        norms = group_norms(W)
+        for c, i in zip(*np.nonzero(norms > 0), strict=True):
+            t = norms[c, i]
+            Z.append(W[c, i] / np.sqrt(t))
+            v = np.zeros(C)
+            v[c] = sign * np.sqrt(t)
+            V.append(v)
+    m = len(Z)
+    Z = np.array(Z).reshape(m, r + 1)
+    output = np.array(V).reshape(m, C)
+    gamma = np.linalg.norm(Z[:, :r], axis=1)
+    alpha = Z[:, r].copy()
+    Q = np.zeros((r, m))
+    Q[0] = 1.0  # direction for gamma == 0 neurons
+    live = gamma > 0
+    Q[:, live] = (Z[live, :r] / gamma[live, None]).T
+    weights = basis.directions_to_weights(Q)  # (d, m), ||P X w_j|| = 1
+    running_norm = np.linalg.norm(Q, axis=0)  # ||P X w_j|| = ||U q_j|| = ||q_j|| = 1
+    return BNNetwork(
+        weights=weights,
+        gamma=gamma,
+        alpha=alpha,
+        output=output,
+        running_mean=basis.mean @ weights,
+        running_norm=running_norm,
+        n_train=basis.n_samples,
+        beta=problem.beta,
+        loss=problem.loss.name,
+    )

@@ -1,0 +1,166 @@
+"""Interior-point / conic backends through cvxpy: Clarabel (default), MOSEK (when licensed), SCS.
+
+The program is built directly from the (n, P) mask: ``cp.multiply(mask, U' @ W.T)`` is the matrix whose
+column ``i`` is ``D_i U' w_i``; the cone constraints are ``cp.multiply(2 mask - 1, U' @ W.T) >= 0``.
+The prediction ``F`` is its own variable so that the dual of its defining equality is the dual vector
+``lambda = -grad L(F*)`` used by the certificate (also for the non-smooth hinge loss).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import cvxpy as cp
+import numpy as np
+
+from ..problem import SolverError, SolverWarning
+
+__all__ = ["solve_cvxpy", "mosek_license", "resolve_cvxpy_solver", "build_cvxpy_problem"]
+
+# Tolerances applied when the caller gives none: tight enough for the 1e-6 equivalence checks.
+DEFAULT_OPTIONS = {
+    "CLARABEL": {},
+    "MOSEK": {},
+    "SCS": {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 200_000},
+}
+# When Clarabel stops at "optimal_inaccurate" (seen on exponential-cone losses), it is re-solved once with
+# these settings before the inaccurate status is reported.
+CLARABEL_RETRY = {"static_regularization_constant": 1e-7, "max_iter": 400}
+
+
+@functools.lru_cache(maxsize=1)
+def mosek_license() -> tuple[bool, str]:
+    """Whether MOSEK can actually solve here: ``(True, "")`` or ``(False, reason)``.
+
+    ``cvxpy.installed_solvers()`` lists MOSEK whenever the package imports, licensed or not, so the
+    license is checked out once and the answer cached.
+    """
+    try:
+        import mosek
+    except ImportError:
+        return False, "the mosek package is not installed (pip install 'convexbn[mosek]')"
+    try:
+        with mosek.Env() as env:
+            env.checkoutlicense(mosek.feature.pts)
+    except mosek.Error as exc:  # err_missing_license_file and friends
+        return False, f"MOSEK is installed but has no usable license ({exc})"
+    return True, ""
+
+
+def resolve_cvxpy_solver(name: str) -> str:
+    """Map a requested cvxpy solver to one that can run here.
+
+    MOSEK without a license falls back to Clarabel with a :class:`SolverWarning`; any other solver that
+    is not installed is a ``ValueError`` naming the installed ones.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"cvxpy_solver must be a string, got {type(name).__name__}")
+    name = name.upper()
+    if name == "MOSEK":
+        ok, reason = mosek_license()
+        if not ok:
+            warnings.warn(f"{reason}; falling back to CLARABEL", SolverWarning, stacklevel=3)
+            return "CLARABEL"
+        return name
+    installed = cp.installed_solvers()
+    if name not in installed:
+        hint = " (pip install scs)" if name == "SCS" else ""
+        raise ValueError(
+            f"cvxpy solver {name!r} is not installed{hint}; installed solvers: {sorted(installed)}"
+        )
+    return name
+
+
+def build_cvxpy_problem(problem):
+    """The cvxpy form of ``problem``: returns ``(cp.Problem, W_pos vars, W_neg vars, F var, fit)``.
+
+    ``fit`` is the list of equality constraints defining ``F``; their duals give ``lambda``.
+    """
+    Uprime, mask = problem.Uprime, problem.mask.astype(np.float64)
+    signs = 2.0 * mask - 1.0
+    n, C = problem.Y.shape
+    P, k = problem.n_patterns, problem.dim
+    exact = problem.formulation == "exact"
+    F = cp.Variable((n, C))
+    W_pos = [cp.Variable((P, k)) for _ in range(C)]
+    W_neg = [cp.Variable((P, k)) for _ in range(C)] if exact else []
+    fit, cones, penalty = [], [], 0
+    for c in range(C):
+        W = W_pos[c] - W_neg[c] if exact else W_pos[c]
+        fit.append(F[:, c] == cp.sum(cp.multiply(mask, Uprime @ W.T), axis=1))
+        penalty = penalty + cp.sum(cp.norm(W_pos[c], 2, axis=1))
+        if exact:
+            penalty = penalty + cp.sum(cp.norm(W_neg[c], 2, axis=1))
+            cones += [
+                cp.multiply(signs, Uprime @ W_pos[c].T) >= 0,
+                cp.multiply(signs, Uprime @ W_neg[c].T) >= 0,
+            ]
+    objective = cp.Minimize(problem.loss.cvxpy(F, problem.Y) + problem.beta * penalty)
+    return cp.Problem(objective, fit + cones), W_pos, W_neg, F, fit
+
+
+def solve_cvxpy(problem, *, cvxpy_solver: str = "CLARABEL", verbose: bool = False, **solver_options):
+    """Solve ``problem`` with a conic solver through cvxpy.
+
+    Parameters
+    ----------
+    problem : ConvexBNProblem
+    cvxpy_solver : str
+        ``"CLARABEL"`` (default), ``"MOSEK"`` or ``"SCS"`` (any installed cvxpy solver that supports the
+        loss's cones is accepted).
+    verbose : bool
+    **solver_options
+        Passed to ``cvxpy.Problem.solve`` (e.g. ``eps_abs`` for SCS, ``tol_gap_rel`` for Clarabel).
+
+    Returns
+    -------
+    dict
+        The raw result consumed by :meth:`ConvexBNProblem.solve`.
+    """
+    name = resolve_cvxpy_solver(cvxpy_solver)
+    prob, W_pos, W_neg, F, fit = build_cvxpy_problem(problem)
+    options = {**DEFAULT_OPTIONS.get(name, {}), **solver_options}
+    _run(prob, name, verbose, options)
+    retried = False
+    if prob.status == cp.OPTIMAL_INACCURATE and name == "CLARABEL" and not solver_options:
+        retried = True
+        _run(prob, name, verbose, CLARABEL_RETRY)
+    if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+        raise SolverError(
+            f"cvxpy solver {name} returned status {prob.status!r}; no optimal solution available"
+        )
+    C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
+    Wp = np.stack([W.value for W in W_pos])
+    Wn = np.stack([W.value for W in W_neg]) if W_neg else np.zeros((C, P, k))
+    # cvxpy's dual of the constraint  F == sum D_i U' w_i  is  -grad L(F*)  (checked in the tests)
+    dual = np.column_stack([con.dual_value for con in fit])
+    stats = prob.solver_stats
+    return {
+        "W_pos": Wp,
+        "W_neg": Wn,
+        "status": "optimal" if prob.status == cp.OPTIMAL else "optimal_inaccurate",
+        "solver": f"cvxpy:{name}",
+        "n_iter": getattr(stats, "num_iters", None),
+        "dual": dual,
+        "info": {
+            "solver_objective": float(prob.value),
+            "solver_time": getattr(stats, "solve_time", None),
+            "cvxpy_status": prob.status,
+            "retried": retried,
+        },
+    }
+
+
+def _run(prob, name: str, verbose: bool, options: dict) -> None:
+    try:
+        with warnings.catch_warnings():
+            # cvxpy's generic "Solution may be inaccurate": reported through our status instead
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
+            prob.solve(solver=name, verbose=verbose, **options)
+    except cp.error.SolverError as exc:
+        raise SolverError(f"cvxpy solver {name} failed: {exc}") from exc
+    except Exception as exc:  # e.g. mosek.Error raised from inside the solver
+        if type(exc).__module__.startswith("mosek"):
+            raise SolverError(f"MOSEK failed: {exc}") from exc
+        raise
