@@ -96,6 +96,9 @@ class SquaredLoss(Loss):
     def torch_value(self, F, Y):
         return 0.5 * ((F - Y) ** 2).sum()
 
+    def torch_grad(self, F, Y):
+        return F - Y
+
 
 def _check_pm1(Y, name):
     if not np.all(np.isin(Y, (-1.0, 1.0))):
@@ -132,6 +135,11 @@ class LogisticLoss(Loss):
 
         return torch.nn.functional.softplus(-Y * F).sum()
 
+    def torch_grad(self, F, Y):
+        import torch
+
+        return -Y * torch.sigmoid(-Y * F)
+
 
 class HingeLoss(Loss):
     """``sum max(0, 1 - Y * F)`` with ``Y in {-1, +1}``, per output column. Not smooth."""
@@ -161,6 +169,19 @@ class HingeLoss(Loss):
 
     def torch_value(self, F, Y):
         return (1 - Y * F).clamp_min(0).sum()
+
+    def torch_smoothed(self, F, Y, mu: float):
+        """Value and gradient of the Huber-smoothed hinge (Nesterov smoothing, parameter ``mu``).
+
+        ``h_mu(m) = 0`` for margin ``m >= 1``, ``(1 - m)^2 / (2 mu)`` for ``1 - mu < m < 1``, ``1 - m - mu/2``
+        below; it is within ``mu / 2`` of the hinge per sample.
+        """
+        m = Y * F
+        gap = (1 - m).clamp_min(0)
+        quad = gap <= mu
+        value = (gap.square() / (2 * mu)).where(quad, gap - mu / 2).sum()
+        dm = -(gap / mu).where(quad, gap.new_ones(()))
+        return value, dm * Y
 
 
 class CrossEntropyLoss(Loss):
@@ -214,6 +235,11 @@ class CrossEntropyLoss(Loss):
         import torch
 
         return (torch.logsumexp(F, dim=1) - (Y * F).sum(dim=1)).sum()
+
+    def torch_grad(self, F, Y):
+        import torch
+
+        return torch.softmax(F, dim=1) - Y
 
 
 LOSSES = {cls.name: cls for cls in (SquaredLoss, LogisticLoss, HingeLoss, CrossEntropyLoss)}

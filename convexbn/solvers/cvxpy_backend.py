@@ -24,8 +24,8 @@ DEFAULT_OPTIONS = {
     "MOSEK": {},
     "SCS": {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 200_000},
 }
-# When Clarabel stops at "optimal_inaccurate" (seen on exponential-cone losses), it is re-solved once with
-# these settings before the inaccurate status is reported.
+# When Clarabel fails or stops at "optimal_inaccurate" (both seen on exponential-cone losses), it is
+# re-solved once with these settings before the failure or the inaccurate status is reported.
 CLARABEL_RETRY = {"static_regularization_constant": 1e-7, "max_iter": 400}
 
 
@@ -121,9 +121,14 @@ def solve_cvxpy(problem, *, cvxpy_solver: str = "CLARABEL", verbose: bool = Fals
     name = resolve_cvxpy_solver(cvxpy_solver)
     prob, W_pos, W_neg, F, fit = build_cvxpy_problem(problem)
     options = {**DEFAULT_OPTIONS.get(name, {}), **solver_options}
-    _run(prob, name, verbose, options)
     retried = False
-    if prob.status == cp.OPTIMAL_INACCURATE and name == "CLARABEL" and not solver_options:
+    try:
+        _run(prob, name, verbose, options)
+    except SolverError:
+        if name != "CLARABEL" or solver_options:
+            raise
+        prob._status = None  # a failed run leaves no status: retry below
+    if prob.status != cp.OPTIMAL and name == "CLARABEL" and not solver_options:
         retried = True
         _run(prob, name, verbose, CLARABEL_RETRY)
     if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):

@@ -1,0 +1,83 @@
+"""Side-by-side: the torch solver vs cvxpy + Clarabel (and SCS) on the exact convex BN program.
+
+    python benchmarks/bench_torch_vs_cvxpy.py --n 500 1000 --d 20 --P 100 200 [--scs] [--out FILE.json]
+
+Synthetic data (Gaussian X, y = sin(2 x0) + 0.5 x1 + noise), squared loss, beta = 0.1 * ||y|| / sqrt(n)... per
+size: Clarabel's objective and time; the torch solver's time to reach Clarabel's objective within 1e-4
+relative (checked after the solve), its violation and iteration count; the ratio. Runs on whatever cores
+torch and Clarabel find (2 on our CI machine kind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from convexbn import ConvexBNProblem, bn_basis, recover_network, sample_arrangements
+
+
+def make_data(n: int, d: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    y = np.sin(2 * X[:, 0]) + 0.5 * X[:, 1] + 0.1 * rng.standard_normal(n)
+    return X, y
+
+
+def run_one(n, d, P, beta, scs, tol, seed=0):
+    X, y = make_data(n, d, seed)
+    basis = bn_basis(X)
+    arr = sample_arrangements(basis, P, random_state=seed)
+    problem = ConvexBNProblem(basis, arr, y, beta=beta)
+    row = {"n": n, "d": d, "P": arr.n_patterns, "beta": beta}
+    start = time.perf_counter()
+    ref = problem.solve("clarabel")
+    row["clarabel_s"] = time.perf_counter() - start
+    row["clarabel_objective"] = ref.objective
+    start = time.perf_counter()
+    sol = problem.solve("torch", tol=tol, feas_tol=1e-6)
+    row["torch_s"] = time.perf_counter() - start
+    row["torch_objective"] = sol.objective
+    row["torch_iters"] = sol.n_iter
+    row["torch_violation"] = sol.constraint_violation
+    row["torch_rel_diff"] = (sol.objective - ref.objective) / abs(ref.objective)
+    row["torch_network_rel_diff"] = abs(recover_network(sol).objective(X, y) - sol.objective) / sol.objective
+    row["speedup_vs_clarabel"] = row["clarabel_s"] / row["torch_s"]
+    if scs:
+        start = time.perf_counter()
+        s = problem.solve("scs", eps_abs=1e-5, eps_rel=1e-5)
+        row["scs_s"] = time.perf_counter() - start
+        row["scs_rel_diff"] = (s.objective - ref.objective) / abs(ref.objective)
+        row["speedup_vs_scs"] = row["scs_s"] / row["torch_s"]
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[500, 1000])
+    parser.add_argument("--d", type=int, default=20)
+    parser.add_argument("--P", type=int, nargs="+", default=[100, 200])
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--tol", type=float, default=1e-6)
+    parser.add_argument("--scs", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    sizes = list(zip(args.n, args.P if len(args.P) == len(args.n) else args.P * len(args.n), strict=False))
+    rows = []
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor()}")
+    for n, P in sizes:
+        row = run_one(n, args.d, P, args.beta, args.scs, args.tol)
+        rows.append(row)
+        print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,401 @@
+"""First-order solver in torch (CPU or CUDA): FISTA for the gated relaxation, an augmented Lagrangian
+(AL) around FISTA for the exact program (4) with its cone constraints.
+
+Operators (never forming any ``D_i U'``): with ``Z = U' W^T`` per output (shape (C, n, P), one batched
+matmul), the prediction is ``F[:, c] = sum_p mask * (Z_pos - Z_neg)`` and the gradient of the data fit is
+``(mask * R[:, c])^T U'`` for ``R = grad L(F)``. The cone constraints are ``S * Z >= 0`` with
+``S = 2 mask - 1``; their AL term is ``(rho / 2) ||relu(Lambda / rho - S * Z)||^2``.
+
+Peak memory (floats of the working dtype), chunking off: the basis ``n k``, the mask and signs ``2 n P``,
+the multipliers ``2 C n P`` (exact program), and about six (C, n, P) temporaries per gradient evaluation,
+so roughly ``(2 + 8 C) n P + n k + 12 C P k`` floats. ``chunk_size`` bounds the temporaries by processing
+``chunk_size`` samples at a time: ``(2 + 2 C) n P + 6 C chunk_size P`` instead.
+
+FISTA (Beck & Teboulle, 2009) with backtracking on the Lipschitz estimate and function-value adaptive
+restart (O'Donoghue & Candes, 2015), as in Mishkin, Sahiner & Pilanci (ICML 2022); inner stopping on the
+norm of the minimum-norm subgradient and on the relative objective change. AL outer loop: multipliers
+``Lambda <- relu(Lambda - rho S Z)``, ``rho`` times ``rho_growth`` (2) when the violation fails to halve,
+inexact inner solves whose tolerance tightens by 5x per round (our choices, exposed as parameters; pyscnn's
+rule differs in constants). The exact program is warm-started from the gated
+solution, split into ``W_pos = w`` where ``D_i U' w`` is mostly positive, else ``W_neg = -w``.
+The hinge loss is smoothed (Huber, parameter ``mu``) with continuation ``mu -> mu / 10`` down to
+``hinge_mu_min``; the reported objective is always the true, unsmoothed one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+from ..problem import SolverError
+
+__all__ = ["solve_torch", "TorchSolverState"]
+
+
+class _Operators:
+    """The problem's linear maps on one device and dtype, chunked over samples when asked."""
+
+    def __init__(self, problem, device, dtype, chunk_size=None):
+        self.device, self.dtype = device, dtype
+        self.Up = torch.as_tensor(problem.Uprime, device=device, dtype=dtype)
+        self.mask = torch.as_tensor(problem.mask, device=device, dtype=dtype)
+        self.signs = 2 * self.mask - 1
+        self.Y = torch.as_tensor(problem.Y, device=device, dtype=dtype)
+        self.beta = float(problem.beta)
+        self.loss = problem.loss
+        self.n = self.Up.shape[0]
+        self.chunk = chunk_size or self.n
+
+    def pre(self, W):
+        """``U' W^T`` per output: (C, n, P)."""
+        return torch.matmul(self.Up, W.transpose(1, 2))
+
+    def adjoint(self, G):
+        """``G^T U'`` per output, for G of shape (C, n, P): (C, P, k)."""
+        return torch.matmul(G.transpose(1, 2), self.Up)
+
+    def predict(self, Zdiff):
+        """(n, C) outputs from pre-activations ``U' (W_pos - W_neg)^T``."""
+        return (self.mask * Zdiff).sum(-1).T
+
+
+def _loss_value_grad(ops, F, mu):
+    if ops.loss.name == "hinge":
+        return ops.loss.torch_smoothed(F, ops.Y, mu)
+    return ops.loss.torch_value(F, ops.Y), ops.loss.torch_grad(F, ops.Y)
+
+
+def _group_shrink(V, thresh):
+    norms = V.norm(dim=-1, keepdim=True)
+    return V * (1 - thresh / norms.clamp_min(1e-300)).clamp_min(0)
+
+
+class TorchSolverState:
+    """Everything the solver needs to continue: saved in checkpoints, restored on resume."""
+
+    FIELDS = (
+        "X", "X_prev", "Lam", "rho", "L", "t", "phase", "outer", "inner", "total", "mu",
+        "prev_obj", "prev_violation", "history", "g_ref",
+    )  # fmt: skip
+
+    def __init__(self, **kw):
+        for name in self.FIELDS:
+            setattr(self, name, kw.get(name))
+
+    def to_dict(self):
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+
+def _smooth_value_grad(ops, X, Lam, rho, exact, mu):
+    """Smooth part (loss + AL term) and its gradient at X = (W_pos, W_neg) stacked: (2, C, P, k)."""
+    Zp = ops.pre(X[0])
+    if exact:
+        Zn = ops.pre(X[1])
+        F = ops.predict(Zp - Zn)
+    else:
+        F = ops.predict(Zp)
+    value, R = _loss_value_grad(ops, F, mu)
+    MR = ops.mask * R.T[:, :, None]  # (C, n, P)
+    if not exact:
+        return value, ops.adjoint(MR)[None]
+    Vp = (Lam[0] / rho - ops.signs * Zp).clamp_min(0)
+    Vn = (Lam[1] / rho - ops.signs * Zn).clamp_min(0)
+    value = value + 0.5 * rho * (Vp.square().sum() + Vn.square().sum())
+    Gp = ops.adjoint(MR - rho * ops.signs * Vp)
+    Gn = ops.adjoint(-MR - rho * ops.signs * Vn)
+    return value, torch.stack([Gp, Gn])
+
+
+def _objective(ops, X, exact, mu=0.0):
+    """The program's own objective (no AL term), with the true loss."""
+    Z = ops.pre(X[0]) - (ops.pre(X[1]) if exact else 0)
+    F = ops.predict(Z)
+    loss = ops.loss.torch_value(F, ops.Y)
+    return float(loss + ops.beta * X.norm(dim=-1).sum())
+
+
+def _violation(ops, X):
+    """Largest relative violation of the cone constraints."""
+    scale = float(X.norm(dim=-1).max())
+    if scale == 0:
+        return 0.0
+    worst = max(float((-ops.signs * ops.pre(X[j])).max()) for j in range(2))
+    return max(worst, 0.0) / scale
+
+
+def _min_norm_subgrad(G, X, beta):
+    """Norm of the minimum-norm subgradient of smooth + beta * sum ||x_i|| (over all groups)."""
+    norms = X.norm(dim=-1, keepdim=True)
+    active = norms > 0
+    sub_active = G + beta * X / norms.clamp_min(1e-300)
+    sub_zero = (G.norm(dim=-1, keepdim=True) - beta).clamp_min(0)
+    return float(torch.where(active, sub_active.norm(dim=-1, keepdim=True), sub_zero).norm())
+
+
+def solve_torch(
+    problem,
+    *,
+    device: str = "cpu",
+    dtype=torch.float64,
+    max_iter: int = 20_000,
+    tol: float = 1e-6,
+    feas_tol: float = 1e-7,
+    max_outer: int = 60,
+    rho: float | None = None,
+    rho_growth: float = 2.0,
+    inner_tol0: float = 1e-3,
+    warm_start=None,
+    hinge_mu_min: float = 1e-7,
+    chunk_size: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 200,
+    resume: bool = False,
+    progress: bool = False,
+    verbose: bool = False,
+):
+    """Solve ``problem`` with FISTA (gated) or augmented Lagrangian + FISTA (exact), in torch.
+
+    Parameters
+    ----------
+    problem : ConvexBNProblem
+    device : str
+        ``"cpu"`` or ``"cuda"`` (a ``ValueError`` if CUDA is asked for and absent).
+    dtype : torch.dtype or str
+        ``torch.float64`` (default) or ``torch.float32`` (faster, about 1e-5 relative accuracy).
+    max_iter : int
+        Budget of FISTA iterations over all phases.
+    tol : float
+        Stopping: the norm of the minimum-norm subgradient below ``tol`` times the gradient norm at the
+        start of the solve.
+    feas_tol : float
+        Exact program: stop once the relative cone violation (see
+        :func:`convexbn.problem.cone_violation`) is below this and the inner problem converged.
+    max_outer : int
+        Maximum augmented-Lagrangian rounds.
+    rho : float, optional
+        Initial AL penalty; default: the data term's Lipschitz estimate (the AL term then does not worsen
+        the conditioning).
+    rho_growth : float
+        Factor applied to ``rho`` when an AL round fails to halve the violation.
+    inner_tol0 : float
+        Inner tolerance of the first AL round; round ``j`` uses ``max(tol, inner_tol0 * 0.2**j)``
+        (inexact early rounds, exact last ones).
+    warm_start : ConvexBNSolution or tuple (W_pos, W_neg), optional
+        Start from these variables (the gated phase is skipped for the exact program).
+    hinge_mu_min : float
+        Final smoothing of the hinge loss.
+    chunk_size : int, optional
+        Reserved for bounding temporaries (see module docstring); currently the full batch is used when
+        ``None``.
+    checkpoint : path, optional
+        Save the solver state there every ``checkpoint_every`` iterations (atomically: temp file + rename).
+    resume : bool
+        Continue from ``checkpoint`` if it exists; the final result equals an uninterrupted run's.
+    progress : bool
+        Show a tqdm progress bar over iterations.
+    verbose : bool
+        Print one line per AL round.
+
+    Returns
+    -------
+    dict
+        The raw result consumed by :meth:`ConvexBNProblem.solve`.
+    """
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but torch finds no CUDA device")
+    ops = _Operators(problem, torch.device(device), dtype, chunk_size)
+    exact = problem.formulation == "exact"
+    C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
+    shape = (2 if exact else 1, C, P, k)
+    hinge = problem.loss.name == "hinge"
+
+    state = None
+    if resume and checkpoint is not None and os.path.exists(checkpoint):
+        state = TorchSolverState(**torch.load(checkpoint, map_location=ops.device, weights_only=False))
+    if state is None:
+        X0 = torch.zeros(shape, device=ops.device, dtype=dtype)
+        phase = "gated" if exact else "main"
+        if warm_start is not None:
+            Wp, Wn = (warm_start.W_pos, warm_start.W_neg) if hasattr(warm_start, "W_pos") else warm_start
+            X0[0] = torch.as_tensor(np.asarray(Wp), dtype=dtype)
+            if exact:
+                X0[1] = torch.as_tensor(np.asarray(Wn), dtype=dtype)
+            phase = "main"
+        L0 = _lipschitz_estimate(ops, shape, exact)
+        state = TorchSolverState(
+            X=X0,
+            X_prev=X0.clone(),
+            Lam=torch.zeros((2, C, ops.n, P), device=ops.device, dtype=dtype) if exact else None,
+            rho=float(rho) if rho is not None else L0,
+            L=L0,
+            t=1.0,
+            phase=phase,
+            outer=0,
+            inner=0,
+            total=0,
+            mu=1e-2 if hinge else 0.0,
+            prev_obj=math.inf,
+            prev_violation=math.inf,
+            history=[],
+            g_ref=None,
+        )
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_iter, initial=state.total, desc="convexbn torch", leave=False)
+
+    def save():
+        if checkpoint is None:
+            return
+        folder = os.path.dirname(os.path.abspath(checkpoint))
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        os.close(fd)
+        torch.save(state.to_dict(), tmp)
+        os.replace(tmp, checkpoint)
+
+    status = "optimal"
+    while True:
+        if state.phase == "gated":
+            converged = _fista_run(ops, state, exact=False, tol=tol, max_iter=max_iter, bar=bar,
+                                   save=save, every=checkpoint_every)  # fmt: skip
+            if state.total >= max_iter:
+                status = "optimal_inaccurate"
+                break
+            # split the gated groups into ReLU groups of the right sign
+            G = state.X[0]
+            S = torch.sign((ops.mask[None] * ops.pre(G)).sum(1, keepdim=True).transpose(1, 2))
+            S = torch.where(S == 0, torch.ones_like(S), S)
+            X = torch.zeros(shape, device=ops.device, dtype=dtype)
+            X[0] = G * (S > 0)
+            X[1] = -G * (S < 0)
+            state.X, state.X_prev, state.t, state.phase, state.inner = X, X.clone(), 1.0, "main", 0
+            state.history.append(("gated", state.total, _objective(ops, state.X[:1], False)))
+            save()
+            continue
+        inner_tol = max(tol, inner_tol0 * 0.2**state.outer) if exact else tol
+        converged = _fista_run(ops, state, exact=exact, tol=inner_tol, max_iter=max_iter, bar=bar,
+                               save=save, every=checkpoint_every)  # fmt: skip
+        converged = converged and inner_tol <= tol
+        if state.total >= max_iter:
+            status = "optimal_inaccurate"
+            break
+        if hinge and state.mu > hinge_mu_min:
+            state.mu = max(state.mu / 10, hinge_mu_min)
+            state.t, state.inner, state.prev_obj = 1.0, 0, math.inf
+            continue
+        if not exact:
+            break
+        violation = _violation(ops, state.X)
+        state.history.append(("al", state.total, violation))
+        if verbose:
+            print(f"AL round {state.outer}: iters {state.total}, violation {violation:.2e}, "
+                  f"rho {state.rho:.3g}, objective {_objective(ops, state.X, True):.10g}")  # fmt: skip
+        if violation <= feas_tol and converged:
+            break
+        if state.outer >= max_outer:
+            status = "optimal_inaccurate"
+            break
+        Zs = torch.stack([ops.pre(state.X[0]), ops.pre(state.X[1])])
+        state.Lam = (state.Lam - state.rho * ops.signs * Zs).clamp_min(0)
+        if violation > 0.5 * state.prev_violation:
+            state.rho *= rho_growth
+        state.prev_violation = violation
+        state.outer += 1
+        state.t, state.inner, state.prev_obj = 1.0, 0, math.inf
+        save()
+    if status != "optimal":
+        save()  # the exact point where the budget ran out, so that a resume continues from it
+    if bar is not None:
+        bar.close()
+    if state.phase == "gated":  # stopped inside the gated warm start: report it as the exact start
+        state.X = torch.cat([state.X, torch.zeros_like(state.X)])
+    X = state.X.detach().to("cpu", torch.float64).numpy()
+    if not np.all(np.isfinite(X)):
+        raise SolverError("the torch solver diverged (non-finite iterates)")
+    W_pos = X[0]
+    W_neg = X[1] if exact else np.zeros_like(W_pos)
+    return {
+        "W_pos": W_pos,
+        "W_neg": W_neg,
+        "status": status,
+        "solver": f"torch:{ops.device.type}:{str(dtype).replace('torch.', '')}",
+        "n_iter": state.total,
+        "info": {
+            "al_rounds": state.outer,
+            "rho": state.rho,
+            "history": state.history,
+            "lipschitz": state.L,
+        },
+    }
+
+
+def _lipschitz_estimate(ops, shape, exact, n_power=20):
+    """Power iteration for ||A||^2 of the data-fit map (times the loss curvature bound, 1 here)."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    X = torch.randn(shape[1:], generator=g, dtype=ops.dtype).to(ops.device)
+    est = 1.0
+    for _ in range(n_power):
+        X = X / X.norm()
+        F = ops.predict(ops.pre(X))
+        X = ops.adjoint(ops.mask * F.T[:, :, None])
+        est = float(X.norm())
+    curvature = 0.25 if ops.loss.name == "logistic" else 1.0
+    return max(est * curvature * (2 if exact else 1), 1e-12)
+
+
+def _fista_run(ops, state, *, exact, tol, max_iter, bar, save, every):
+    """FISTA on the current (AL-augmented) problem, continuing from ``state``. True if converged."""
+    beta = ops.beta
+    X = state.X if exact or state.phase != "gated" else state.X[:1]
+    X_prev = state.X_prev if exact or state.phase != "gated" else state.X_prev[:1]
+    use_exact = exact and state.phase != "gated"
+    Lam, rho, mu = state.Lam, state.rho, max(state.mu, 1e-300)
+    L, t = state.L, state.t
+    nonsmooth = lambda Z: beta * float(Z.norm(dim=-1).sum())  # noqa: E731
+    obj = state.prev_obj
+    slack = 10 * torch.finfo(ops.dtype).eps  # rounding allowance of the sufficient-decrease test
+    converged = False
+    while state.total < max_iter:
+        t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
+        Yx = X + ((t - 1) / t_next) * (X - X_prev)
+        fy, gy = _smooth_value_grad(ops, Yx, Lam, rho, use_exact, mu)
+        if state.g_ref is None:  # scale of the stopping rule: the gradient at the start of the solve
+            state.g_ref = max(float(gy.norm()), 1e-300)
+        fy = float(fy)
+        while True:  # backtracking on L
+            Xn = _group_shrink(Yx - gy / L, beta / L)
+            D = Xn - Yx
+            fx, gx = _smooth_value_grad(ops, Xn, Lam, rho, use_exact, mu)
+            fx = float(fx)
+            if fx <= fy + float((gy * D).sum()) + 0.5 * L * float(D.square().sum()) + slack * abs(fy):
+                break
+            L *= 2.0
+        new_obj = fx + nonsmooth(Xn)
+        if new_obj > obj:  # adaptive restart: drop the momentum
+            t_next = 1.0
+        X_prev, X = X, Xn
+        t = t_next
+        L *= 0.95  # let the step grow back
+        state.total += 1
+        state.inner += 1
+        if bar is not None:
+            bar.update(1)
+        obj = min(obj, new_obj)
+        # stop on the minimum-norm subgradient of the (AL-augmented) objective at the new point
+        converged = _min_norm_subgrad(gx, X, beta) <= tol * state.g_ref
+        state.X, state.X_prev, state.L, state.t, state.prev_obj = X, X_prev, L, t, obj
+        if every and state.total % every == 0:
+            save()
+        if converged:
+            break
+    return converged
