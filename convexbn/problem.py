@@ -210,10 +210,6 @@ class ConvexBNProblem:
         F = self.predict(W_pos, W_neg, mask)
         return self.loss.value(F, self.Y) + self.penalty(W_pos, W_neg)
 
-    def zeros(self) -> np.ndarray:
-        """An all-zero variable of shape (C, P, k)."""
-        return np.zeros((self.n_outputs, self.n_patterns, self.dim))
-
     # --- solving -----------------------------------------------------------------------------------
     def solve(self, solver: str = "cvxpy", *, prune_tol: float = 1e-7, **options) -> ConvexBNSolution:
         """Solve the program.

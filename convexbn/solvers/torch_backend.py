@@ -6,10 +6,9 @@ matmul), the prediction is ``F[:, c] = sum_p mask * (Z_pos - Z_neg)`` and the gr
 ``(mask * R[:, c])^T U'`` for ``R = grad L(F)``. The cone constraints are ``S * Z >= 0`` with
 ``S = 2 mask - 1``; their AL term is ``(rho / 2) ||relu(Lambda / rho - S * Z)||^2``.
 
-Peak memory (floats of the working dtype), chunking off: the basis ``n k``, the mask and signs ``2 n P``,
-the multipliers ``2 C n P`` (exact program), and about six (C, n, P) temporaries per gradient evaluation,
-so roughly ``(2 + 8 C) n P + n k + 12 C P k`` floats. ``chunk_size`` bounds the temporaries by processing
-``chunk_size`` samples at a time: ``(2 + 2 C) n P + 6 C chunk_size P`` instead.
+Peak memory (floats of the working dtype): the basis ``n k``, the mask and signs ``2 n P``, the multipliers
+``2 C n P`` (exact program), and about six (C, n, P) temporaries per gradient evaluation, so roughly
+``(2 + 8 C) n P + n k + 12 C P k`` floats. (No chunking over samples yet.)
 
 FISTA (Beck & Teboulle, 2009) with backtracking on the Lipschitz estimate and function-value adaptive
 restart (O'Donoghue & Candes, 2015), as in Mishkin, Sahiner & Pilanci (ICML 2022); inner stopping on the
@@ -37,9 +36,9 @@ __all__ = ["solve_torch", "TorchSolverState"]
 
 
 class _Operators:
-    """The problem's linear maps on one device and dtype, chunked over samples when asked."""
+    """The problem's linear maps on one device and dtype."""
 
-    def __init__(self, problem, device, dtype, chunk_size=None):
+    def __init__(self, problem, device, dtype):
         self.device, self.dtype = device, dtype
         self.Up = torch.as_tensor(problem.Uprime, device=device, dtype=dtype)
         self.mask = torch.as_tensor(problem.mask, device=device, dtype=dtype)
@@ -48,7 +47,6 @@ class _Operators:
         self.beta = float(problem.beta)
         self.loss = problem.loss
         self.n = self.Up.shape[0]
-        self.chunk = chunk_size or self.n
 
     def pre(self, W):
         """``U' W^T`` per output: (C, n, P)."""
@@ -110,7 +108,7 @@ def _smooth_value_grad(ops, X, Lam, rho, exact, mu):
     return value, torch.stack([Gp, Gn])
 
 
-def _objective(ops, X, exact, mu=0.0):
+def _objective(ops, X, exact):
     """The program's own objective (no AL term), with the true loss."""
     Z = ops.pre(X[0]) - (ops.pre(X[1]) if exact else 0)
     F = ops.predict(Z)
@@ -150,7 +148,6 @@ def solve_torch(
     inner_tol0: float = 1e-3,
     warm_start=None,
     hinge_mu_min: float = 1e-7,
-    chunk_size: int | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 200,
     resume: bool = False,
@@ -188,9 +185,6 @@ def solve_torch(
         Start from these variables (the gated phase is skipped for the exact program).
     hinge_mu_min : float
         Final smoothing of the hinge loss.
-    chunk_size : int, optional
-        Reserved for bounding temporaries (see module docstring); currently the full batch is used when
-        ``None``.
     checkpoint : path, optional
         Save the solver state there every ``checkpoint_every`` iterations (atomically: temp file + rename).
     resume : bool
@@ -211,7 +205,7 @@ def solve_torch(
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but torch finds no CUDA device")
-    ops = _Operators(problem, torch.device(device), dtype, chunk_size)
+    ops = _Operators(problem, torch.device(device), dtype)
     exact = problem.formulation == "exact"
     C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
     shape = (2 if exact else 1, C, P, k)
@@ -266,8 +260,8 @@ def solve_torch(
     status = "optimal"
     while True:
         if state.phase == "gated":
-            converged = _fista_run(ops, state, exact=False, tol=tol, max_iter=max_iter, bar=bar,
-                                   save=save, every=checkpoint_every)  # fmt: skip
+            _fista_run(ops, state, exact=False, tol=tol, max_iter=max_iter, bar=bar,
+                       save=save, every=checkpoint_every)  # fmt: skip
             if state.total >= max_iter:
                 status = "optimal_inaccurate"
                 break
@@ -356,9 +350,9 @@ def _lipschitz_estimate(ops, shape, exact, n_power=20):
 def _fista_run(ops, state, *, exact, tol, max_iter, bar, save, every):
     """FISTA on the current (AL-augmented) problem, continuing from ``state``. True if converged."""
     beta = ops.beta
-    X = state.X if exact or state.phase != "gated" else state.X[:1]
-    X_prev = state.X_prev if exact or state.phase != "gated" else state.X_prev[:1]
-    use_exact = exact and state.phase != "gated"
+    # the gated warm-start phase of the exact program works on the first block only
+    X, X_prev = (state.X[:1], state.X_prev[:1]) if state.phase == "gated" else (state.X, state.X_prev)
+    use_exact = exact
     Lam, rho, mu = state.Lam, state.rho, max(state.mu, 1e-300)
     L, t = state.L, state.t
     nonsmooth = lambda Z: beta * float(Z.norm(dim=-1).sum())  # noqa: E731
