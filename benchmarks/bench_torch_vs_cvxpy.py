@@ -28,7 +28,7 @@ def make_data(n: int, d: int, seed: int = 0):
     return X, y
 
 
-def run_one(n, d, P, beta, scs, tol, seed=0):
+def run_one(n, d, P, beta, scs, tol, method="auto", seed=0):
     X, y = make_data(n, d, seed)
     basis = bn_basis(X)
     arr = sample_arrangements(basis, P, random_state=seed)
@@ -39,7 +39,7 @@ def run_one(n, d, P, beta, scs, tol, seed=0):
     row["clarabel_s"] = time.perf_counter() - start
     row["clarabel_objective"] = ref.objective
     start = time.perf_counter()
-    sol = problem.solve("torch", tol=tol, feas_tol=1e-6)
+    sol = problem.solve("torch", method=method, tol=tol, feas_tol=1e-6)
     row["torch_s"] = time.perf_counter() - start
     row["torch_objective"] = sol.objective
     row["torch_iters"] = sol.n_iter
@@ -64,13 +64,14 @@ def main(argv=None):
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--scs", action="store_true")
+    parser.add_argument("--method", default="auto", choices=["auto", "admm", "al"])
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     sizes = list(zip(args.n, args.P if len(args.P) == len(args.n) else args.P * len(args.n), strict=False))
     rows = []
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor()}")
     for n, P in sizes:
-        row = run_one(n, args.d, P, args.beta, args.scs, args.tol)
+        row = run_one(n, args.d, P, args.beta, args.scs, args.tol, args.method)
         rows.append(row)
         print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}))
     if args.out:

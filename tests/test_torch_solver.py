@@ -26,12 +26,35 @@ def test_torch_agrees_with_clarabel(loss, formulation):
     ref = problem.solve("clarabel")
     sol = problem.solve("torch")
     assert sol.status == "optimal"
-    assert sol.solver == "torch:cpu:float64"
+    assert sol.solver == ("torch-admm:cpu:float64" if formulation == "exact" else "torch:cpu:float64")
     assert sol.objective == pytest.approx(ref.objective, rel=1e-5)
     if formulation == "exact":
         assert sol.constraint_violation <= 1e-6
         net = recover_network(sol)
         assert net.objective(X, y) == pytest.approx(sol.objective, rel=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["squared", "hinge"])
+def test_admm_and_al_methods_agree_with_clarabel(loss):
+    X, y, problem = _problem(loss)
+    ref = problem.solve("clarabel")
+    admm = problem.solve("torch", method="admm")
+    assert admm.solver == "torch-admm:cpu:float64"
+    assert admm.status == "optimal"
+    assert admm.objective == pytest.approx(ref.objective, rel=1e-5)
+    assert admm.constraint_violation <= 1e-6
+    assert recover_network(admm).objective(X, y) == pytest.approx(admm.objective, rel=1e-6)
+    if loss == "squared":  # the AL method (matrix-free) on the same problem
+        al = problem.solve("torch", method="al")
+        assert al.solver == "torch:cpu:float64"
+        assert al.objective == pytest.approx(ref.objective, rel=1e-5)
+        assert al.constraint_violation <= 1e-6
+
+
+def test_unknown_torch_method():
+    _, _, problem = _problem()
+    with pytest.raises(ValueError, match="unknown torch method 'newton'"):
+        problem.solve("torch", method="newton")
 
 
 def test_torch_hinge_is_close_to_clarabel():
@@ -104,5 +127,5 @@ def test_cuda_agrees_with_cpu():
     _, _, problem = _problem()
     cpu = problem.solve("torch")
     gpu = problem.solve("torch", device="cuda")
-    assert gpu.solver == "torch:cuda:float64"
+    assert gpu.solver.endswith(":cuda:float64")
     assert gpu.objective == pytest.approx(cpu.objective, rel=1e-6)

@@ -137,6 +137,7 @@ def _min_norm_subgrad(G, X, beta):
 def solve_torch(
     problem,
     *,
+    method: str = "auto",
     device: str = "cpu",
     dtype=torch.float64,
     max_iter: int = 20_000,
@@ -154,11 +155,16 @@ def solve_torch(
     progress: bool = False,
     verbose: bool = False,
 ):
-    """Solve ``problem`` with FISTA (gated) or augmented Lagrangian + FISTA (exact), in torch.
+    """Solve ``problem`` in torch: FISTA (gated); ADMM or augmented Lagrangian + FISTA (exact).
 
     Parameters
     ----------
     problem : ConvexBNProblem
+    method : {"auto", "admm", "al"}
+        Exact program only. ``"admm"`` is :func:`convexbn.solvers.torch_admm.solve_admm` (an n x n
+        Cholesky factor; the only method that handles the hinge loss without smoothing); ``"al"`` is
+        the augmented Lagrangian with FISTA inner solves (matrix-free). ``"auto"`` picks ADMM when
+        ``n <= 5000``, else AL. The gated relaxation always uses FISTA.
     device : str
         ``"cpu"`` or ``"cuda"`` (a ``ValueError`` if CUDA is asked for and absent).
     dtype : torch.dtype or str
@@ -200,11 +206,23 @@ def solve_torch(
         The raw result consumed by :meth:`ConvexBNProblem.solve`.
     """
     if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+        dtype = getattr(torch, dtype, None)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but torch finds no CUDA device")
+    if method not in ("auto", "admm", "al"):
+        raise ValueError(f"unknown torch method {method!r}; expected 'auto', 'admm' or 'al'")
+    if method == "auto":
+        method = "admm" if problem.n_samples <= 5000 else "al"
+    if problem.formulation == "exact" and method == "admm":
+        from .torch_admm import solve_admm
+
+        return solve_admm(
+            problem, device=device, dtype=dtype, max_iter=max_iter, tol=tol, feas_tol=feas_tol,
+            warm_start=warm_start, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+            resume=resume, progress=progress, verbose=verbose,
+        )  # fmt: skip
     ops = _Operators(problem, torch.device(device), dtype)
     exact = problem.formulation == "exact"
     C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
