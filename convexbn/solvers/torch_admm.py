@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 
 import numpy as np
 import torch
 
 from ..problem import SolverError
+from .torch_backend import atomic_save, cone_violation, warm_start_arrays
 
 __all__ = ["solve_admm"]
 
@@ -178,9 +178,9 @@ def solve_admm(
     if state is None:
         x = torch.zeros((2, C, P, k), device=dev, dtype=dtype)
         if warm_start is not None:
-            Wp, Wn = (warm_start.W_pos, warm_start.W_neg) if hasattr(warm_start, "W_pos") else warm_start
-            x[0] = torch.as_tensor(np.asarray(Wp), dtype=dtype)
-            x[1] = torch.as_tensor(np.asarray(Wn), dtype=dtype)
+            Wp, Wn = warm_start_arrays(warm_start)
+            x[0] = torch.as_tensor(Wp, dtype=dtype)
+            x[1] = torch.as_tensor(Wn, dtype=dtype)
         Z = maps.pre(x)
         state = {
             "x": x,
@@ -196,12 +196,8 @@ def solve_admm(
         }
 
     def save():
-        if checkpoint is None:
-            return
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(checkpoint)), suffix=".tmp")
-        os.close(fd)
-        torch.save(state, tmp)
-        os.replace(tmp, checkpoint)
+        if checkpoint is not None:
+            atomic_save(state, checkpoint)
 
     bar = None
     if progress:
@@ -249,7 +245,7 @@ def solve_admm(
             scale_dual = rho_ * max(
                 float(maps.adjoint(w=lF).norm()), float(lv.norm()), float(maps.adjoint(z=ls).norm()), 1e-300
             )
-            violation = _cone_violation(maps, v)
+            violation = cone_violation(maps.signs, maps.pre, v)
             state["history"].append((state["it"], r_pri / scale_pri, r_dual / scale_dual, violation))
             if verbose and state["it"] % (10 * check_every) == 0:
                 print(f"ADMM {state['it']}: primal {r_pri / scale_pri:.2e} dual {r_dual / scale_dual:.2e} "
@@ -282,10 +278,3 @@ def solve_admm(
         "n_iter": state["it"],
         "info": {"rho": rho_, "history": state["history"]},
     }
-
-
-def _cone_violation(maps, V):
-    scale = float(V.norm(dim=-1).max())
-    if scale == 0:
-        return 0.0
-    return max(float((-maps.signs * maps.pre(V)).max()), 0.0) / scale

@@ -61,6 +61,20 @@ class _Operators:
         return (self.mask * Zdiff).sum(-1).T
 
 
+def atomic_save(obj, path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never a torn file."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def warm_start_arrays(warm_start):
+    """``(W_pos, W_neg)`` numpy arrays from a ConvexBNSolution or a pair."""
+    Wp, Wn = (warm_start.W_pos, warm_start.W_neg) if hasattr(warm_start, "W_pos") else warm_start
+    return np.asarray(Wp), np.asarray(Wn)
+
+
 def _loss_value_grad(ops, F, mu):
     if ops.loss.name == "hinge":
         return ops.loss.torch_smoothed(F, ops.Y, mu)
@@ -116,12 +130,12 @@ def _objective(ops, X, exact):
     return float(loss + ops.beta * X.norm(dim=-1).sum())
 
 
-def _violation(ops, X):
-    """Largest relative violation of the cone constraints."""
+def cone_violation(signs, pre, X):
+    """Largest relative violation of ``signs * pre(x) >= 0`` over the blocks of X (2, C, P, k)."""
     scale = float(X.norm(dim=-1).max())
     if scale == 0:
         return 0.0
-    worst = max(float((-ops.signs * ops.pre(X[j])).max()) for j in range(2))
+    worst = max(float((-signs * pre(X[j])).max()) for j in range(X.shape[0]))
     return max(worst, 0.0) / scale
 
 
@@ -267,13 +281,8 @@ def solve_torch(
         bar = tqdm(total=max_iter, initial=state.total, desc="convexbn torch", leave=False)
 
     def save():
-        if checkpoint is None:
-            return
-        folder = os.path.dirname(os.path.abspath(checkpoint))
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        os.close(fd)
-        torch.save(state.to_dict(), tmp)
-        os.replace(tmp, checkpoint)
+        if checkpoint is not None:
+            atomic_save(state.to_dict(), checkpoint)
 
     status = "optimal"
     while True:
@@ -307,7 +316,7 @@ def solve_torch(
             continue
         if not exact:
             break
-        violation = _violation(ops, state.X)
+        violation = cone_violation(ops.signs, ops.pre, state.X)
         state.history.append(("al", state.total, violation))
         if verbose:
             print(f"AL round {state.outer}: iters {state.total}, violation {violation:.2e}, "
