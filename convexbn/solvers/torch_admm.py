@@ -160,13 +160,12 @@ def solve_admm(
 ):
     """ADMM for the exact program (see the module docstring). Returns the raw result dict.
 
-    Parameters are those of :func:`convexbn.solvers.torch_backend.solve_torch`, plus
+    Called through :func:`convexbn.solvers.torch_backend.solve_torch` (``solver="torch"``), which validates
+    ``device`` and ``dtype``; the parameters are that function's, plus
     ``rho`` (initial penalty), ``relaxation`` (over-relaxation factor in [1, 2)), ``adapt_rho`` (residual
     balancing) and ``check_every`` (iterations between convergence checks).
     """
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    dev = torch.device(device)
+    dev = torch.device(device)  # device and dtype were validated by solve_torch
     maps = _Maps(problem, dev, dtype)
     C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
     n = problem.n_samples
