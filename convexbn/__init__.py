@@ -8,7 +8,9 @@ The pieces, each in its own module (spec: ``shared/spec/convex-bn.md``):
 - :mod:`convexbn.problem` -- the convex program (4) and its solution;
 - :mod:`convexbn.solvers` -- backends (cvxpy + Clarabel/MOSEK/SCS, closed form, torch);
 - :mod:`convexbn.recovery` / :mod:`convexbn.network` -- the recovered nonconvex network;
-- :mod:`convexbn.certificate` -- the dual certificate of global optimality.
+- :mod:`convexbn.certificate` -- the dual certificate of global optimality;
+- :mod:`convexbn.estimators` -- scikit-learn estimators composing the above;
+- :mod:`convexbn.persistence` -- portable save/load of fitted estimators.
 """
 
 from .arrangements import (
@@ -20,8 +22,10 @@ from .arrangements import (
 )
 from .basis import BNBasis, bn_basis
 from .certificate import Certificate, certify
+from .estimators import ConvexBNClassifier, ConvexBNRegressor
 from .losses import get_loss
-from .network import BNNetwork
+from .network import BNNetwork, concatenate_networks
+from .persistence import ModelFileError
 from .problem import ConvexBNProblem, ConvexBNSolution, SolverError, SolverWarning
 from .recovery import recover_network
 from .solvers import available_solvers
@@ -33,13 +37,17 @@ __all__ = [
     "BNBasis",
     "BNNetwork",
     "Certificate",
+    "ModelFileError",
+    "ConvexBNClassifier",
     "ConvexBNProblem",
+    "ConvexBNRegressor",
     "ConvexBNSolution",
     "SolverError",
     "SolverWarning",
     "available_solvers",
     "bn_basis",
     "certify",
+    "concatenate_networks",
     "enumerate_arrangements",
     "get_loss",
     "make_arrangements",

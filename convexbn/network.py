@@ -15,7 +15,7 @@ import numpy as np
 from ._validation import check_data
 from .losses import get_loss
 
-__all__ = ["BNNetwork"]
+__all__ = ["BNNetwork", "concatenate_networks"]
 
 
 @dataclass
@@ -142,3 +142,53 @@ class BNNetwork:
             bn.running_var.fill_(1.0)
             last.weight.copy_(torch.as_tensor(self.output.T / np.sqrt(n)))
         return model.eval()
+
+
+def concatenate_networks(networks) -> BNNetwork:
+    """Stack networks trained on the same data side by side: neurons concatenated, outputs stacked.
+
+    This is the network of the spec's per-output programs (section 8): each hidden neuron feeds only
+    the output of the program it came from, so the output matrix is block diagonal.
+
+    Parameters
+    ----------
+    networks : sequence of BNNetwork
+        With the same ``n_train``, ``beta``, ``loss`` and input dimension; network ``j`` has ``C_j``
+        outputs and ``m_j`` neurons.
+
+    Returns
+    -------
+    BNNetwork
+        ``sum_j m_j`` neurons and ``sum_j C_j`` outputs.
+    """
+    networks = list(networks)
+    if not networks:
+        raise ValueError("need at least one network to concatenate")
+    first = networks[0]
+    for net in networks[1:]:
+        if (net.n_train, net.beta, net.loss, net.n_features) != (
+            first.n_train,
+            first.beta,
+            first.loss,
+            first.n_features,
+        ):
+            raise ValueError("networks to concatenate must share n_train, beta, loss and n_features")
+    m = sum(net.n_neurons for net in networks)
+    C = sum(net.n_outputs for net in networks)
+    output = np.zeros((m, C))
+    row = col = 0
+    for net in networks:
+        output[row : row + net.n_neurons, col : col + net.n_outputs] = net.output
+        row += net.n_neurons
+        col += net.n_outputs
+    return BNNetwork(
+        weights=np.concatenate([net.weights for net in networks], axis=1),
+        gamma=np.concatenate([net.gamma for net in networks]),
+        alpha=np.concatenate([net.alpha for net in networks]),
+        output=output,
+        running_mean=np.concatenate([net.running_mean for net in networks]),
+        running_norm=np.concatenate([net.running_norm for net in networks]),
+        n_train=first.n_train,
+        beta=first.beta,
+        loss=first.loss,
+    )

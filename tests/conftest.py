@@ -1,7 +1,12 @@
-import numpy as np
-import pytest
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
-from sklearn.preprocessing import StandardScaler
+import os
+
+# set before scipy is first imported: lets sklearn's check_array_api_input run (test_estimator_checks.py)
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 
 def _random(n, d, seed):

@@ -193,6 +193,13 @@ def solve_admm(
             "it": 0,
             "history": [],
         }
+        previous = _previous_admm_state(warm_start)
+        if previous is not None and previous["ls"].shape == (2, C, n, P):
+            # a full ADMM state (primal copies, scaled duals, rho) from a neighbouring problem, e.g. the
+            # previous beta of a path: the duals carry most of the work
+            for key in ("x", "v", "F", "s", "lv", "lF", "ls"):
+                state[key] = torch.as_tensor(previous[key], device=dev, dtype=dtype)
+            state["rho"] = float(previous["rho"])
 
     def save():
         if checkpoint is not None:
@@ -275,5 +282,20 @@ def solve_admm(
         "status": status,
         "solver": f"torch-admm:{dev.type}:{str(dtype).replace('torch.', '')}",
         "n_iter": state["it"],
-        "info": {"rho": rho_, "history": state["history"]},
+        "info": {
+            "rho": rho_,
+            "history": state["history"],
+            "admm_state": {
+                key: state[key].detach().to("cpu").numpy() for key in ("x", "v", "F", "s", "lv", "lF", "ls")
+            }
+            | {"rho": rho_},
+        },
     }
+
+
+def _previous_admm_state(warm_start):
+    """The ``admm_state`` a previous ADMM solve left in its ``info`` (solution or raw dict), if any."""
+    info = getattr(warm_start, "info", None)
+    if info is None and isinstance(warm_start, dict):
+        info = warm_start.get("info", warm_start)
+    return info.get("admm_state") if isinstance(info, dict) else None

@@ -70,8 +70,13 @@ def atomic_save(obj, path) -> None:
 
 
 def warm_start_arrays(warm_start):
-    """``(W_pos, W_neg)`` numpy arrays from a ConvexBNSolution or a pair."""
-    Wp, Wn = (warm_start.W_pos, warm_start.W_neg) if hasattr(warm_start, "W_pos") else warm_start
+    """``(W_pos, W_neg)`` numpy arrays from a ConvexBNSolution, a dict with those keys, or a pair."""
+    if hasattr(warm_start, "W_pos"):
+        Wp, Wn = warm_start.W_pos, warm_start.W_neg
+    elif isinstance(warm_start, dict):
+        Wp, Wn = warm_start["W_pos"], warm_start["W_neg"]
+    else:
+        Wp, Wn = warm_start
     return np.asarray(Wp), np.asarray(Wn)
 
 
@@ -201,8 +206,11 @@ def solve_torch(
     inner_tol0 : float
         Inner tolerance of the first AL round; round ``j`` uses ``max(tol, inner_tol0 * 0.2**j)``
         (inexact early rounds, exact last ones).
-    warm_start : ConvexBNSolution or tuple (W_pos, W_neg), optional
-        Start from these variables (the gated phase is skipped for the exact program).
+    warm_start : ConvexBNSolution, dict or tuple (W_pos, W_neg), optional
+        Start from these variables (the gated phase is skipped for the exact program). A solution (or
+        its dict ``{"W_pos", "W_neg", "info"}``) from a previous ADMM solve on the same patterns also
+        restores ADMM's scaled duals and penalty (``info["admm_state"]``): on a path over ``beta`` this is
+        what makes the warm start pay off.
     hinge_mu_min : float
         Final smoothing of the hinge loss.
     checkpoint : path, optional
@@ -250,7 +258,7 @@ def solve_torch(
         X0 = torch.zeros(shape, device=ops.device, dtype=dtype)
         phase = "gated" if exact else "main"
         if warm_start is not None:
-            Wp, Wn = (warm_start.W_pos, warm_start.W_neg) if hasattr(warm_start, "W_pos") else warm_start
+            Wp, Wn = warm_start_arrays(warm_start)
             X0[0] = torch.as_tensor(np.asarray(Wp), dtype=dtype)
             if exact:
                 X0[1] = torch.as_tensor(np.asarray(Wn), dtype=dtype)

@@ -1,0 +1,186 @@
+"""Saving and loading fitted estimators in a portable format (no pickle).
+
+A model file is one ``.npz`` archive (``numpy.savez``, read back with ``allow_pickle=False``):
+
+- the arrays of the recovered network (``weights``, ``gamma``, ``alpha``, ``output``, ``running_mean``,
+  ``running_norm``) and, for a classifier, ``classes``;
+- ``metadata``: a JSON document (stored as a uint8 array) with ``format`` (``"convexbn-model"``),
+  ``format_version``, the ``convexbn_version`` that wrote it, the estimator ``class``, its ``params``
+  (``get_params()``), its scalar fitted attributes, and the SHA-256 of every array (dtype, shape and bytes).
+
+Loading checks each of these and raises :class:`ModelFileError` naming what is wrong: not a model file,
+a corrupt or truncated file (checksum or archive error), another format version, another convexbn
+version (pass ``check_version=False`` to accept it anyway), another estimator class. Float arrays are
+stored as they are, so a loaded model predicts bit for bit what the saved one did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from .network import BNNetwork
+
+__all__ = ["save_estimator", "load_estimator", "ModelFileError", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "convexbn-model"
+FORMAT_VERSION = 1
+_NETWORK_ARRAYS = ("weights", "gamma", "alpha", "output", "running_mean", "running_norm")
+_FITTED_SCALARS = (
+    "n_features_in_", "n_neurons_", "objective_", "solver_", "n_iter_", "n_arrangements_",
+    "constraint_violation_", "_y_ndim",
+)  # fmt: skip
+
+
+class ModelFileError(ValueError):
+    """A model file cannot be loaded: not a convexbn model, corrupt, or written by another version."""
+
+
+def _digest(array: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(f"{array.dtype.str}|{array.shape}|".encode())
+    h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def _json_param(name, value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if name == "dtype":
+        return str(value).replace("torch.", "")
+    raise ModelFileError(
+        f"parameter {name}={value!r} cannot be stored in a portable model file; "
+        "use an int or None for random_state and plain strings/numbers for the others"
+    )
+
+
+def save_estimator(estimator, path) -> None:
+    """Write a fitted :class:`~convexbn.ConvexBNClassifier` / :class:`~convexbn.ConvexBNRegressor`.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+    path : str or path-like
+        Destination; written to a temporary file first and renamed, so an interrupted save never leaves
+        a torn file.
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    from . import __version__
+
+    check_is_fitted(estimator)
+    net: BNNetwork = estimator.network_
+    arrays = {name: np.asarray(getattr(net, name), dtype=np.float64) for name in _NETWORK_ARRAYS}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "convexbn_version": __version__,
+        "class": type(estimator).__name__,
+        "params": {k: _json_param(k, v) for k, v in estimator.get_params(deep=False).items()},
+        "network": {"n_train": int(net.n_train), "beta": float(net.beta), "loss": net.loss},
+        "fitted": {k: getattr(estimator, k) for k in _FITTED_SCALARS if hasattr(estimator, k)},
+    }
+    if hasattr(estimator, "feature_names_in_"):
+        meta["feature_names_in_"] = [str(f) for f in estimator.feature_names_in_]
+    if hasattr(estimator, "classes_"):
+        classes = np.asarray(estimator.classes_)
+        meta["classes_dtype"] = "object" if classes.dtype == object else classes.dtype.str
+        if classes.dtype == object:
+            if not all(isinstance(c, str) for c in classes):
+                raise ModelFileError("only numeric or string class labels can be saved")
+            classes = classes.astype(str)
+        arrays["classes"] = classes
+    meta["sha256"] = {name: _digest(a) for name, a in arrays.items()}
+    payload = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, metadata=payload, **arrays)
+    os.replace(tmp, path)
+
+
+def load_estimator(path, *, expected_class=None, check_version: bool = True):
+    """Load an estimator written by :func:`save_estimator`.
+
+    Parameters
+    ----------
+    path : str or path-like
+    expected_class : type, optional
+        Refuse a file holding another estimator class.
+    check_version : bool, default=True
+        Refuse a file written by another convexbn version.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ModelFileError
+        If the file is not a convexbn model, is corrupt, or fails a check above.
+    """
+    from . import __version__
+    from .estimators import ConvexBNClassifier, ConvexBNRegressor
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no model file at {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            contents = {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise ModelFileError(
+            f"{path!r} is not a readable convexbn model file (corrupt or truncated?): {exc}"
+        ) from exc
+    if "metadata" not in contents:
+        raise ModelFileError(f"{path!r} is an .npz archive but not a convexbn model file (no metadata)")
+    try:
+        meta = json.loads(contents.pop("metadata").tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path!r}: the metadata is corrupt: {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path!r} is not a convexbn model file (format {meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path!r} has model format version {meta.get('format_version')}, this convexbn reads "
+            f"version {FORMAT_VERSION}"
+        )
+    if check_version and meta.get("convexbn_version") != __version__:
+        raise ModelFileError(
+            f"{path!r} was written by convexbn {meta.get('convexbn_version')}, this is convexbn "
+            f"{__version__}; pass check_version=False to load it anyway"
+        )
+    expected = meta.get("sha256", {})
+    if set(expected) != set(contents):
+        raise ModelFileError(
+            f"{path!r} is corrupt: arrays {sorted(contents)} do not match {sorted(expected)}"
+        )
+    for name, array in contents.items():
+        if _digest(array) != expected[name]:
+            raise ModelFileError(f"{path!r} is corrupt: checksum mismatch in array {name!r}")
+
+    classes = {"ConvexBNClassifier": ConvexBNClassifier, "ConvexBNRegressor": ConvexBNRegressor}
+    cls = classes.get(meta.get("class"))
+    if cls is None:
+        raise ModelFileError(f"{path!r} holds an unknown estimator class {meta.get('class')!r}")
+    if expected_class is not None and not issubclass(cls, expected_class):
+        raise ModelFileError(f"{path!r} holds a {cls.__name__}, not a {expected_class.__name__}")
+
+    estimator = cls(**meta["params"])
+    estimator.network_ = BNNetwork(**{name: contents[name] for name in _NETWORK_ARRAYS}, **meta["network"])
+    for key, value in meta["fitted"].items():
+        setattr(estimator, key, value)
+    if "feature_names_in_" in meta:
+        estimator.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
+    if "classes" in contents:
+        classes_ = contents["classes"]
+        if meta["classes_dtype"] == "object":
+            classes_ = classes_.astype(object)
+        estimator.classes_ = classes_
+    return estimator
