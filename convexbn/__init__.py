@@ -18,6 +18,8 @@ from .arrangements import (
     enumerate_arrangements,
     make_arrangements,
     max_arrangements,
+    merge_arrangements,
+    network_arrangements,
     sample_arrangements,
 )
 from .basis import BNBasis, bn_basis
@@ -52,6 +54,8 @@ __all__ = [
     "get_loss",
     "make_arrangements",
     "max_arrangements",
+    "merge_arrangements",
+    "network_arrangements",
     "recover_network",
     "sample_arrangements",
 ]

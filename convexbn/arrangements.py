@@ -22,6 +22,8 @@ __all__ = [
     "enumerate_arrangements",
     "make_arrangements",
     "max_arrangements",
+    "merge_arrangements",
+    "network_arrangements",
 ]
 
 
@@ -167,6 +169,50 @@ def enumerate_arrangements(basis: BNBasis, *, max_patterns: int = 20_000, tol: f
     mask = A @ G.T >= 0
     mask, G = _unique_patterns(mask, G)
     return Arrangements(mask=mask, generators=G, exact=True)
+
+
+def network_arrangements(basis: BNBasis, network) -> Arrangements:
+    """The activation patterns of a trained BN network's neurons on the training data of ``basis``.
+
+    Neuron ``j`` of a :class:`~convexbn.BNNetwork` is ``relu(U' z_j)`` on the training data, with
+    ``z_j = [gamma_j q_j; alpha_j]`` and ``q_j = U^T P X w_j / ||P X w_j||`` (spec section 2), so its
+    pattern is ``1[U' z_j >= 0]`` and ``z_j`` is its generator. Adding these patterns to a sample
+    (:func:`merge_arrangements`) makes the convex optimum at most the network's objective (3) for a single
+    output: the network is a feasible point of the convex program on its own patterns.
+
+    Parameters
+    ----------
+    basis : BNBasis
+        Of the data the network was trained on.
+    network : BNNetwork
+
+    Returns
+    -------
+    Arrangements
+        Distinct nonzero patterns, at most ``network.n_neurons``.
+    """
+    if network.n_features != basis.n_features:
+        raise ValueError(f"the network has {network.n_features} inputs, the basis {basis.n_features}")
+    H = (basis.U * basis.S) @ (basis.V.T @ network.weights)  # P X w_j in the kept subspace, (n, m)
+    norms = np.linalg.norm(H, axis=0)
+    live = norms > 0
+    Q = np.zeros((basis.rank, network.n_neurons))
+    Q[:, live] = basis.U.T @ (H[:, live] / norms[live])
+    Z = np.vstack([Q * network.gamma, network.alpha[None, :]])  # (k, m)
+    mask = basis.Uprime @ Z >= 0
+    mask, G = _unique_patterns(mask, Z.T)
+    return Arrangements(mask=mask, generators=G, exact=False)
+
+
+def merge_arrangements(*sets: Arrangements) -> Arrangements:
+    """The union of several pattern sets on the same data (duplicates dropped, order kept)."""
+    if not sets:
+        raise ValueError("nothing to merge")
+    n = sets[0].n_samples
+    if any(a.n_samples != n for a in sets):
+        raise ValueError("arrangements to merge must be on the same samples")
+    mask, G = _unique_patterns(np.hstack([a.mask for a in sets]), np.vstack([a.generators for a in sets]))
+    return Arrangements(mask=mask, generators=G, exact=any(a.exact for a in sets))
 
 
 def make_arrangements(

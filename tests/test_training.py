@@ -47,3 +47,32 @@ def test_concatenate_networks_is_block_diagonal():
     odd = BNNetwork(**{**a.__dict__, "beta": 0.2})
     with pytest.raises(ValueError, match="must share n_train, beta, loss"):
         concatenate_networks([a, odd])
+
+
+def test_network_patterns_bound_the_convex_optimum_by_the_trained_objective():
+    # with the trained network's own patterns added, the convex optimum is at most its objective (3)
+    from convexbn import (
+        ConvexBNProblem,
+        bn_basis,
+        merge_arrangements,
+        network_arrangements,
+        recover_network,
+        sample_arrangements,
+    )
+
+    X, y = _data(2)
+    trained = train_bn_network(X, y, 6, beta=0.5, epochs=800, random_state=0)
+    basis = bn_basis(X)
+    own = network_arrangements(basis, trained.network)
+    # the generators reproduce the network's training-mode activation pattern
+    pre = trained.network.hidden(X, training=True) > 0
+    assert all(
+        any((own.mask[:, i] == pre[:, j]).all() for i in range(own.n_patterns))
+        for j in range(6)
+        if pre[:, j].any()
+    )
+    arr = merge_arrangements(sample_arrangements(basis, 5, random_state=0), own)
+    assert arr.n_patterns <= 5 + own.n_patterns
+    solution = ConvexBNProblem(basis, arr, y, beta=0.5).solve("clarabel")
+    assert solution.objective <= trained.objective * (1 + 1e-7)
+    assert recover_network(solution).objective(X, y) == pytest.approx(solution.objective, rel=1e-6)
