@@ -184,9 +184,8 @@ class _ConvexBNBase(BaseEstimator):
         return dtype
 
     # --- fitting -----------------------------------------------------------------------------------
-    def _fit_programs(self, X: np.ndarray, targets: list, loss: str):
+    def _fit_programs(self, X: np.ndarray, targets: list, loss: str, dtype: str):
         """Build and solve one program per entry of ``targets``; set the fitted attributes."""
-        dtype = self._check_params()
         n = X.shape[0]
         basis = bn_basis(X)
         arrangements = make_arrangements(
@@ -270,7 +269,6 @@ class _ConvexBNBase(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False
-        tags.non_deterministic = False
         return tags
 
 
@@ -355,6 +353,8 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
 
     _losses = ("logistic", "squared", "hinge", "cross_entropy")
 
+    # the signature repeats the base class's because scikit-learn reads parameters (and their defaults,
+    # here loss="logistic") from each estimator's own __init__
     def __init__(
         self,
         beta=1e-3,
@@ -389,7 +389,7 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
         -------
         self
         """
-        self._check_params()
+        dtype = self._check_params()
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
         check_classification_targets(y)
         classes, y_index = np.unique(y, return_inverse=True)
@@ -408,7 +408,7 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
             targets = [(y_index == c).astype(np.float64) for c in range(C)]
         else:
             targets = [np.where(y_index == c, 1.0, -1.0) for c in range(C)]
-        return self._fit_programs(X, targets, self.loss)
+        return self._fit_programs(X, targets, self.loss, dtype)
 
     def decision_function(self, X) -> np.ndarray:
         """Network outputs (eval-mode BN with the training statistics).
@@ -485,11 +485,11 @@ class ConvexBNRegressor(RegressorMixin, _ConvexBNBase):
         -------
         self
         """
-        self._check_params()
+        dtype = self._check_params()
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
         self._y_ndim = y.ndim
         Y = y.reshape(len(y), -1)
-        return self._fit_programs(X, [Y[:, c] for c in range(Y.shape[1])], "squared")
+        return self._fit_programs(X, [Y[:, c] for c in range(Y.shape[1])], "squared", dtype)
 
     def predict(self, X) -> np.ndarray:
         """Predictions, shape (n_samples,) or (n_samples, n_outputs) like the ``y`` seen in fit."""
