@@ -27,6 +27,7 @@ from .certificate import Certificate, certify
 from .estimators import ConvexBNClassifier, ConvexBNRegressor
 from .losses import get_loss
 from .network import BNNetwork, concatenate_networks
+from .path import regularization_path
 from .persistence import ModelFileError
 from .problem import ConvexBNProblem, ConvexBNSolution, SolverError, SolverWarning
 from .recovery import recover_network
@@ -57,5 +58,6 @@ __all__ = [
     "merge_arrangements",
     "network_arrangements",
     "recover_network",
+    "regularization_path",
     "sample_arrangements",
 ]

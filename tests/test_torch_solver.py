@@ -129,3 +129,27 @@ def test_cuda_agrees_with_cpu():
     gpu = problem.solve("torch", device="cuda")
     assert gpu.solver.endswith(":cuda:float64")
     assert gpu.objective == pytest.approx(cpu.objective, rel=1e-6)
+
+
+def test_regularization_path_matches_clarabel_and_stops_at_zero():
+    import warnings
+
+    from convexbn import ConvexBNProblem, bn_basis, regularization_path, sample_arrangements
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4))
+    y = np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2]
+    basis = bn_basis(X)
+    arr = sample_arrangements(basis, 20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = regularization_path(basis, arr, y, [0.3, 3.0, 1.0])
+    assert [s.problem.beta for s in path] == [3.0, 1.0, 0.3]
+    for sol in path:
+        ref = ConvexBNProblem(basis, arr, y, beta=sol.problem.beta).solve("clarabel")
+        assert sol.objective == pytest.approx(ref.objective, rel=1e-5)
+        assert sol.constraint_violation < 1e-5
+    # beta = 3 is above the largest useful value: the zero solution, 0.5 ||y||^2, found and *stopped at*
+    assert path[0].n_neurons == 0
+    assert path[0].objective == pytest.approx(0.5 * float(y @ y), rel=1e-12)
+    assert path[0].n_iter < 1000

@@ -215,6 +215,7 @@ def solve_admm(
     lv, lF, ls, rho_ = state["lv"], state["lF"], state["ls"], state["rho"]
     status = "optimal_inaccurate"
     alpha = relaxation
+    y_scale = max(float(maps.Y.norm()), 1e-300)
     while state["it"] < max_iter:
         # x-update: (A^T A + 2 I) x = A^T (F - lF) + (v - lv) + G^T (s - ls)
         x = maps.solve_x(maps.adjoint(w=F - lF, z=s - ls) + (v - lv))
@@ -241,15 +242,19 @@ def solve_admm(
             )
             dual_vec = maps.adjoint(w=F - F_old, z=s - s_old) + (v - v_old)
             r_dual = rho_ * float(dual_vec.norm())
+            # ||Y|| floors both scales (the problem's own scale): without it a zero solution (beta above
+            # the largest useful value) has residuals relative to ~0 and never stops
             scale_pri = max(
                 math.sqrt(float(Ax.square().sum() + x.square().sum() + Gx.square().sum())),
                 math.sqrt(float(F.square().sum() + v.square().sum() + s.square().sum())),
-                1e-300,
+                y_scale,
             )
             # the three parts of [A; I; G]^T lambda cancel at the optimum (x has no objective term), so
             # the dual residual is measured against the largest part, not their sum
-            scale_dual = rho_ * max(
-                float(maps.adjoint(w=lF).norm()), float(lv.norm()), float(maps.adjoint(z=ls).norm()), 1e-300
+            scale_dual = max(
+                rho_
+                * max(float(maps.adjoint(w=lF).norm()), float(lv.norm()), float(maps.adjoint(z=ls).norm())),
+                y_scale,
             )
             violation = cone_violation(maps.signs, maps.pre, v)
             state["history"].append((state["it"], r_pri / scale_pri, r_dual / scale_dual, violation))
