@@ -39,7 +39,7 @@ from .recovery import recover_network
 from .solvers import closed_form_applies
 from .solvers.cvxpy_backend import resolve_cvxpy_solver
 
-__all__ = ["ConvexBNClassifier", "ConvexBNRegressor", "AUTO_CVXPY_MAX_ROWS"]
+__all__ = ["ConvexBNClassifier", "ConvexBNRegressor", "AUTO_CVXPY_MAX_ROWS", "class_targets"]
 
 #: ``solver="auto"`` uses cvxpy + Clarabel while the program has at most this many cone-constraint rows
 #: ``2 n P`` per output, and the torch solver above. At 100,000 rows (n=500, P=100) Clarabel took
@@ -49,6 +49,22 @@ AUTO_CVXPY_MAX_ROWS = 400_000
 
 SOLVER_CHOICES = ("auto", "cvxpy", "clarabel", "mosek", "scs", "closed_form", "torch")
 DTYPES = ("float64", "float32")
+
+
+def class_targets(y_index: np.ndarray, n_classes: int, loss: str) -> np.ndarray:
+    """The (n, C') target matrix :class:`ConvexBNClassifier` fits for class indices ``y_index``.
+
+    Two classes: one column of +-1 (cross-entropy: one-hot, two columns). Several classes: one-hot for
+    ``"squared"`` and ``"cross_entropy"``, one-vs-rest +-1 columns for ``"logistic"`` and ``"hinge"``.
+    Each column is one program, except for the cross-entropy, whose columns form one joint program.
+    """
+    if loss == "cross_entropy":
+        return np.eye(n_classes)[y_index]
+    if n_classes == 2:
+        return np.where(y_index == 1, 1.0, -1.0)[:, None]
+    if loss == "squared":
+        return np.eye(n_classes)[y_index]
+    return np.where(np.arange(n_classes)[None, :] == y_index[:, None], 1.0, -1.0)
 
 
 def _dtype_name(dtype) -> str:
@@ -400,14 +416,8 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
             )
         self.classes_ = classes
         C = classes.size
-        if self.loss == "cross_entropy":
-            targets = [np.eye(C)[y_index]]
-        elif C == 2:
-            targets = [np.where(y_index == 1, 1.0, -1.0)]
-        elif self.loss == "squared":
-            targets = [(y_index == c).astype(np.float64) for c in range(C)]
-        else:
-            targets = [np.where(y_index == c, 1.0, -1.0) for c in range(C)]
+        T = class_targets(y_index, C, self.loss)
+        targets = [T] if self.loss == "cross_entropy" else list(T.T)
         return self._fit_programs(X, targets, self.loss, dtype)
 
     def decision_function(self, X) -> np.ndarray:

@@ -44,20 +44,10 @@ from convexbn import (
     network_arrangements,
     recover_network,
 )
+from convexbn.estimators import class_targets
 from convexbn.training import train_bn_network
 
 LOADERS = {"wine": load_wine, "breast_cancer": load_breast_cancer, "digits": load_digits}
-
-
-def _targets(y_index: np.ndarray, C: int, loss: str) -> np.ndarray:
-    """The targets ConvexBNClassifier builds for ``loss`` (see docs/estimators.md)."""
-    if loss == "cross_entropy":
-        return np.eye(C)[y_index]
-    if C == 2:
-        return np.where(y_index == 1, 1.0, -1.0)
-    if loss == "squared":
-        return np.eye(C)[y_index]
-    return np.where(np.arange(C)[None, :] == y_index[:, None], 1.0, -1.0)
 
 
 def _sgd_accuracy(network, X, y_index, C, loss):
@@ -94,7 +84,7 @@ def run(name: str, args) -> dict:
     C = classes.size
     start = time.perf_counter()
     sgd = train_bn_network(
-        X_train, _targets(y_index, C, args.loss), width, clf.beta * n, loss=args.loss,
+        X_train, class_targets(y_index, C, args.loss), width, clf.beta * n, loss=args.loss,
         optimizer="adam", lr=args.lr, epochs=args.epochs, random_state=0,
     )  # fmt: skip
     sgd_time = time.perf_counter() - start
@@ -107,7 +97,7 @@ def run(name: str, args) -> dict:
             make_arrangements(basis, args.n_arrangements, random_state=np.random.RandomState(0)),
             network_arrangements(basis, sgd.network),
         )
-        T = _targets(y_index, C, args.loss).reshape(n, -1)
+        T = class_targets(y_index, C, args.loss)
         columns = [T] if args.loss == "cross_entropy" else [T[:, c] for c in range(T.shape[1])]
         start = time.perf_counter()
         nets = [
@@ -119,7 +109,7 @@ def run(name: str, args) -> dict:
         net = concatenate_networks(nets)
         seeded = {
             "seeded_patterns": arr.n_patterns,
-            "seeded_objective": net.objective(X_train, _targets(y_index, C, args.loss)) / n,
+            "seeded_objective": net.objective(X_train, class_targets(y_index, C, args.loss)) / n,
             "seeded_acc": _sgd_accuracy(net, X_test, test_index, C, args.loss),
             "seeded_neurons": net.n_neurons,
             "seeded_s": time.perf_counter() - start,
