@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import DATASETS, to_pm1
 
-from convexbn import ConvexBNProblem, bn_basis, recover_network, sample_arrangements
+from convexbn import ConvexBNProblem, SolverWarning, bn_basis, recover_network, sample_arrangements
 
 
 def _problem(loss="squared", formulation="exact", P=40, beta=0.1, name="random"):
@@ -26,10 +26,12 @@ def test_torch_agrees_with_clarabel(loss, formulation):
     ref = problem.solve("clarabel")
     sol = problem.solve("torch")
     assert sol.status == "optimal"
-    assert sol.solver == ("torch-admm:cpu:float64" if formulation == "exact" else "torch:cpu:float64")
+    assert sol.solver == ("torch-fista:cpu:float64" if formulation == "exact" else "torch:cpu:float64")
     assert sol.objective == pytest.approx(ref.objective, rel=1e-5)
     if formulation == "exact":
-        assert sol.constraint_violation <= 1e-6
+        # FISTA's iterates lie in the cones (the prox projects onto them): feasible to rounding
+        assert sol.constraint_violation <= 1e-12
+        assert sol.info["relative_gap"] <= 1e-6
         net = recover_network(sol)
         assert net.objective(X, y) == pytest.approx(sol.objective, rel=1e-6)
 
@@ -55,6 +57,24 @@ def test_unknown_torch_method():
     _, _, problem = _problem()
     with pytest.raises(ValueError, match="unknown torch method 'newton'"):
         problem.solve("torch", method="newton")
+    _, _, hinge = _problem("hinge")
+    with pytest.raises(ValueError, match="method='fista' needs a smooth loss"):
+        hinge.solve("torch", method="fista")
+
+
+def test_fista_gap_is_the_certificate_bound():
+    """The solver's stopping bound is the dual bound of convexbn.certificate (scipy BVLS, independent)."""
+    from convexbn import certify
+
+    _, _, problem = _problem(P=30)
+    sol = problem.solve("torch", tol=1e-8, prune_tol=0)
+    it, objective, lower = sol.info["history"][-1]
+    assert it == sol.n_iter
+    cert = certify(sol)
+    assert objective == pytest.approx(sol.objective, rel=1e-12)
+    assert lower == pytest.approx(cert.lower_bound, rel=1e-9)
+    assert (objective - lower) / objective <= 1e-8
+    assert cert.certified
 
 
 def test_torch_hinge_is_close_to_clarabel():
@@ -68,24 +88,36 @@ def test_torch_hinge_is_close_to_clarabel():
     assert sol.objective == pytest.approx(ref.objective, rel=1e-4)
 
 
-def test_checkpoint_resume_gives_the_same_result(tmp_path):
+@pytest.mark.parametrize("method", ["fista", "admm"])
+def test_checkpoint_resume_gives_the_same_result(tmp_path, method):
     _, _, problem = _problem()
     path = tmp_path / "state.pt"
-    full = problem.solve("torch", checkpoint=path, checkpoint_every=50)
+    full = problem.solve("torch", method=method, checkpoint=path, checkpoint_every=50)
     path.unlink()
     # an interrupted run: stops at 137 iterations and leaves its state in the checkpoint
     with pytest.warns(UserWarning, match="optimal_inaccurate"):
-        partial = problem.solve("torch", checkpoint=path, checkpoint_every=50, max_iter=137)
+        partial = problem.solve("torch", method=method, checkpoint=path, checkpoint_every=50, max_iter=137)
     assert partial.n_iter == 137
-    resumed = problem.solve("torch", checkpoint=path, checkpoint_every=50, resume=True)
+    resumed = problem.solve("torch", method=method, checkpoint=path, checkpoint_every=50, resume=True)
     assert resumed.n_iter == full.n_iter
     np.testing.assert_array_equal(resumed.W_pos, full.W_pos)
     np.testing.assert_array_equal(resumed.W_neg, full.W_neg)
     assert resumed.objective == full.objective
 
 
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_float32_matches_float64_exact(loss):
+    X, y, problem = _problem(loss)
+    f64 = problem.solve("torch")
+    f32 = problem.solve("torch", dtype="float32", tol=1e-4)
+    assert f32.solver == "torch-fista:cpu:float32"
+    assert f32.status == "optimal"
+    assert f32.objective == pytest.approx(f64.objective, rel=1e-4)
+    assert f32.constraint_violation <= 1e-5  # feasible up to float32 rounding of the projections
+    assert recover_network(f32).objective(X, y) == pytest.approx(f32.objective, rel=1e-5)
+
+
 def test_float32_matches_float64_gated():
-    # float32 on the exact program does not yet reach feas_tol (the AL rounds stall): gated only
     _, _, problem = _problem(formulation="gated")
     f64 = problem.solve("torch")
     f32 = problem.solve("torch", dtype=torch.float32, tol=1e-5)
@@ -153,3 +185,29 @@ def test_regularization_path_matches_clarabel_and_stops_at_zero():
     assert path[0].n_neurons == 0
     assert path[0].objective == pytest.approx(0.5 * float(y @ y), rel=1e-12)
     assert path[0].n_iter < 1000
+
+
+@pytest.mark.parametrize("method", ["fista", "admm", "al"])
+def test_callback_sees_the_iterates_and_can_stop(method):
+    _, _, problem = _problem()
+    seen = []
+
+    def record(n_iter, W_pos, W_neg):
+        seen.append((n_iter, problem.objective(W_pos, W_neg)))
+
+    full = problem.solve("torch", method=method, callback=record)
+    assert [it for it, _ in seen] == sorted(it for it, _ in seen) and len(seen) >= 3
+    # the last reported point is (up to the final pruning) the returned one
+    assert seen[-1][1] == pytest.approx(full.objective, rel=1e-6)
+
+    calls = []
+
+    def stop_at_30(n_iter, W_pos, W_neg):
+        calls.append(n_iter)
+        return n_iter >= 30
+
+    with pytest.warns(SolverWarning):
+        early = problem.solve("torch", method=method, callback=stop_at_30)
+    assert early.status == "optimal_inaccurate"
+    assert early.n_iter == 30 and calls[-1] == 30
+    assert early.objective != pytest.approx(full.objective, rel=1e-8)

@@ -157,6 +157,7 @@ def solve_admm(
     resume: bool = False,
     progress: bool = False,
     verbose: bool = False,
+    callback=None,
 ):
     """ADMM for the exact program (see the module docstring). Returns the raw result dict.
 
@@ -164,6 +165,9 @@ def solve_admm(
     ``device`` and ``dtype``; the parameters are that function's, plus
     ``rho`` (initial penalty), ``relaxation`` (over-relaxation factor in [1, 2)), ``adapt_rho`` (residual
     balancing) and ``check_every`` (iterations between convergence checks).
+    ``callback(n_iter, W_pos, W_neg)`` is called at every convergence check with numpy copies of the
+    reported point (the group-sparse copy ``v``); returning True stops the solve there
+    (status ``"optimal_inaccurate"``).
     """
     dev = torch.device(device)  # device and dtype were validated by solve_torch
     maps = _Maps(problem, dev, dtype)
@@ -214,6 +218,7 @@ def solve_admm(
     x, v, F, s = state["x"], state["v"], state["F"], state["s"]
     lv, lF, ls, rho_ = state["lv"], state["lF"], state["ls"], state["rho"]
     status = "optimal_inaccurate"
+    stop = False
     alpha = relaxation
     y_scale = max(float(maps.Y.norm()), 1e-300)
     while state["it"] < max_iter:
@@ -261,6 +266,10 @@ def solve_admm(
             if verbose and state["it"] % (10 * check_every) == 0:
                 print(f"ADMM {state['it']}: primal {r_pri / scale_pri:.2e} dual {r_dual / scale_dual:.2e} "
                       f"violation {violation:.2e} rho {rho_:.3g}")  # fmt: skip
+            stop = False
+            if callback is not None:
+                V = v.detach().to("cpu", torch.float64).numpy()
+                stop = bool(callback(state["it"], V[0], V[1]))
             if r_pri <= tol * scale_pri and r_dual <= tol * scale_dual and violation <= feas_tol:
                 status = "optimal"
             elif adapt_rho and state["it"] % (5 * check_every) == 0:
@@ -272,7 +281,7 @@ def solve_admm(
         state.update(x=x, v=v, F=F, s=s, lv=lv, lF=lF, ls=ls, rho=rho_)
         if checkpoint_every and state["it"] % checkpoint_every == 0:
             save()
-        if status == "optimal":
+        if status == "optimal" or (state["it"] % check_every == 0 and stop):
             break
     if status != "optimal":
         save()

@@ -102,6 +102,7 @@ class TorchSolverState:
     def __init__(self, **kw):
         for name in self.FIELDS:
             setattr(self, name, kw.get(name))
+        self.stopped = False  # set by a callback; not saved (a resumed solve continues)
 
     def to_dict(self):
         return {name: getattr(self, name) for name in self.FIELDS}
@@ -173,17 +174,21 @@ def solve_torch(
     resume: bool = False,
     progress: bool = False,
     verbose: bool = False,
+    callback=None,
 ):
     """Solve ``problem`` in torch: FISTA (gated); ADMM or augmented Lagrangian + FISTA (exact).
 
     Parameters
     ----------
     problem : ConvexBNProblem
-    method : {"auto", "admm", "al"}
-        Exact program only. ``"admm"`` is :func:`convexbn.solvers.torch_admm.solve_admm` (an n x n
-        Cholesky factor; the only method that handles the hinge loss without smoothing); ``"al"`` is
-        the augmented Lagrangian with FISTA inner solves (matrix-free). ``"auto"`` picks ADMM when
-        ``n <= 5000``, else AL. The gated relaxation always uses FISTA.
+    method : {"auto", "fista", "admm", "al"}
+        Exact program only. ``"fista"`` is :func:`convexbn.solvers.torch_fista.solve_fista`: accelerated
+        proximal gradient whose prox is the exact group soft-threshold of the cone projection (every
+        iterate feasible; stops on a certified duality gap; smooth losses). ``"admm"`` is
+        :func:`convexbn.solvers.torch_admm.solve_admm` (an n x n Cholesky factor; handles the hinge
+        loss without smoothing); ``"al"`` is the augmented Lagrangian with FISTA inner solves
+        (matrix-free). ``"auto"`` picks ``"fista"`` for smooth losses, else ADMM when ``n <= 5000``,
+        else AL. The gated relaxation always uses plain FISTA.
     device : str
         ``"cpu"`` or ``"cuda"`` (a ``ValueError`` if CUDA is asked for and absent).
     dtype : torch.dtype or str
@@ -191,8 +196,9 @@ def solve_torch(
     max_iter : int
         Budget of FISTA iterations over all phases.
     tol : float
-        Stopping: the norm of the minimum-norm subgradient below ``tol`` times the gradient norm at the
-        start of the solve.
+        Stopping. ``"fista"`` (exact program): the certified relative duality gap is at most ``tol``.
+        Otherwise: the norm of the minimum-norm subgradient below ``tol`` times the gradient norm at the
+        start of the solve (ADMM: the relative primal and dual residuals).
     feas_tol : float
         Exact program: stop once the relative cone violation (see
         :func:`convexbn.problem.cone_violation`) is below this and the inner problem converged.
@@ -221,6 +227,10 @@ def solve_torch(
         Show a tqdm progress bar over iterations.
     verbose : bool
         Print one line per AL round.
+    callback : callable, optional
+        ``callback(n_iter, W_pos, W_neg)`` with numpy copies of the current point, every 10 iterations
+        (ADMM: at every convergence check); returning True stops the solve there with status
+        ``"optimal_inaccurate"``. For objective curves and custom stopping rules.
 
     Returns
     -------
@@ -233,17 +243,28 @@ def solve_torch(
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but torch finds no CUDA device")
-    if method not in ("auto", "admm", "al"):
-        raise ValueError(f"unknown torch method {method!r}; expected 'auto', 'admm' or 'al'")
+    if method not in ("auto", "fista", "admm", "al"):
+        raise ValueError(f"unknown torch method {method!r}; expected 'auto', 'fista', 'admm' or 'al'")
     if method == "auto":
-        method = "admm" if problem.n_samples <= 5000 else "al"
+        if problem.loss.smooth:
+            method = "fista"
+        else:
+            method = "admm" if problem.n_samples <= 5000 else "al"
+    if problem.formulation == "exact" and method == "fista":
+        from .torch_fista import solve_fista
+
+        return solve_fista(
+            problem, device=device, dtype=dtype, max_iter=max_iter, tol=tol, warm_start=warm_start,
+            checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
+            verbose=verbose, callback=callback,
+        )  # fmt: skip
     if problem.formulation == "exact" and method == "admm":
         from .torch_admm import solve_admm
 
         return solve_admm(
             problem, device=device, dtype=dtype, max_iter=max_iter, tol=tol, feas_tol=feas_tol,
             warm_start=warm_start, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-            resume=resume, progress=progress, verbose=verbose,
+            resume=resume, progress=progress, verbose=verbose, callback=callback,
         )  # fmt: skip
     ops = _Operators(problem, torch.device(device), dtype)
     exact = problem.formulation == "exact"
@@ -292,12 +313,21 @@ def solve_torch(
         if checkpoint is not None:
             atomic_save(state.to_dict(), checkpoint)
 
+    def report():
+        """Call the user's callback with the current point; True asks to stop."""
+        if callback is None:
+            return False
+        X = state.X.detach().to("cpu", torch.float64).numpy()
+        if state.phase == "gated" or not exact:
+            return bool(callback(state.total, X[0], np.zeros_like(X[0])))
+        return bool(callback(state.total, X[0], X[1]))
+
     status = "optimal"
     while True:
         if state.phase == "gated":
             _fista_run(ops, state, exact=False, tol=tol, max_iter=max_iter, bar=bar,
-                       save=save, every=checkpoint_every)  # fmt: skip
-            if state.total >= max_iter:
+                       save=save, every=checkpoint_every, report=report)  # fmt: skip
+            if state.total >= max_iter or state.stopped:
                 status = "optimal_inaccurate"
                 break
             # split the gated groups into ReLU groups of the right sign
@@ -313,9 +343,9 @@ def solve_torch(
             continue
         inner_tol = max(tol, inner_tol0 * 0.2**state.outer) if exact else tol
         converged = _fista_run(ops, state, exact=exact, tol=inner_tol, max_iter=max_iter, bar=bar,
-                               save=save, every=checkpoint_every)  # fmt: skip
+                               save=save, every=checkpoint_every, report=report)  # fmt: skip
         converged = converged and inner_tol <= tol
-        if state.total >= max_iter:
+        if state.total >= max_iter or state.stopped:
             status = "optimal_inaccurate"
             break
         if hinge and state.mu > hinge_mu_min:
@@ -382,7 +412,7 @@ def _lipschitz_estimate(ops, shape, exact, n_power=20):
     return max(est * curvature * (2 if exact else 1), 1e-12)
 
 
-def _fista_run(ops, state, *, exact, tol, max_iter, bar, save, every):
+def _fista_run(ops, state, *, exact, tol, max_iter, bar, save, every, report=None):
     """FISTA on the current (AL-augmented) problem, continuing from ``state``. True if converged."""
     beta = ops.beta
     # the gated warm-start phase of the exact program works on the first block only
@@ -425,6 +455,9 @@ def _fista_run(ops, state, *, exact, tol, max_iter, bar, save, every):
         state.X, state.X_prev, state.L, state.t, state.prev_obj = X, X_prev, L, t, obj
         if every and state.total % every == 0:
             save()
+        if report is not None and state.total % 10 == 0 and report():
+            state.stopped = True
+            break
         if converged:
             break
     return converged
