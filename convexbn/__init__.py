@@ -9,6 +9,7 @@ The pieces, each in its own module (spec: ``shared/spec/convex-bn.md``):
 - :mod:`convexbn.solvers` -- backends (cvxpy + Clarabel/MOSEK/SCS, closed form, torch);
 - :mod:`convexbn.recovery` / :mod:`convexbn.network` -- the recovered nonconvex network;
 - :mod:`convexbn.certificate` -- the dual certificate of global optimality;
+- :mod:`convexbn.pattern_search` -- growing the pattern set from the dual (column generation);
 - :mod:`convexbn.estimators` -- scikit-learn estimators composing the above;
 - :mod:`convexbn.persistence` -- portable save/load of fitted estimators.
 """
@@ -28,6 +29,7 @@ from .estimators import ConvexBNClassifier, ConvexBNRegressor
 from .losses import get_loss
 from .network import BNNetwork, concatenate_networks
 from .path import regularization_path
+from .pattern_search import candidate_patterns, solve_with_pattern_search
 from .persistence import ModelFileError
 from .problem import ConvexBNProblem, ConvexBNSolution, SolverError, SolverWarning
 from .recovery import recover_network
@@ -48,6 +50,7 @@ __all__ = [
     "SolverError",
     "SolverWarning",
     "available_solvers",
+    "candidate_patterns",
     "bn_basis",
     "certify",
     "concatenate_networks",
@@ -58,6 +61,7 @@ __all__ = [
     "merge_arrangements",
     "network_arrangements",
     "recover_network",
+    "solve_with_pattern_search",
     "regularization_path",
     "sample_arrangements",
 ]
