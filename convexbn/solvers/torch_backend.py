@@ -32,7 +32,12 @@ import torch
 
 from ..problem import SolverError
 
-__all__ = ["solve_torch", "TorchSolverState"]
+__all__ = ["solve_torch", "TorchSolverState", "FISTA_MAX_DIM"]
+
+# "auto" uses FISTA with exact cone projections up to this basis dimension k = r + 1: each active-set step
+# of the projections solves a batch of (k x k) systems, and a cone face can have up to k - 1 active
+# constraints, so the cost grows like k^3 per group (our choice; measured: k = 21 fast, k = 785 impractical)
+FISTA_MAX_DIM = 128
 
 
 class _Operators:
@@ -187,8 +192,8 @@ def solve_torch(
         iterate feasible; stops on a certified duality gap; smooth losses). ``"admm"`` is
         :func:`convexbn.solvers.torch_admm.solve_admm` (an n x n Cholesky factor; handles the hinge
         loss without smoothing); ``"al"`` is the augmented Lagrangian with FISTA inner solves
-        (matrix-free). ``"auto"`` picks ``"fista"`` for smooth losses, else ADMM when ``n <= 5000``,
-        else AL. The gated relaxation always uses plain FISTA.
+        (matrix-free). ``"auto"`` picks ``"fista"`` for smooth losses when ``k <= FISTA_MAX_DIM``
+        (128), else ADMM when ``n <= 5000``, else AL. The gated relaxation always uses plain FISTA.
     device : str
         ``"cpu"`` or ``"cuda"`` (a ``ValueError`` if CUDA is asked for and absent).
     dtype : torch.dtype or str
@@ -246,7 +251,7 @@ def solve_torch(
     if method not in ("auto", "fista", "admm", "al"):
         raise ValueError(f"unknown torch method {method!r}; expected 'auto', 'fista', 'admm' or 'al'")
     if method == "auto":
-        if problem.loss.smooth:
+        if problem.loss.smooth and problem.dim <= FISTA_MAX_DIM:
             method = "fista"
         else:
             method = "admm" if problem.n_samples <= 5000 else "al"
