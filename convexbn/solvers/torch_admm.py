@@ -25,11 +25,9 @@ from __future__ import annotations
 import math
 import os
 
-import numpy as np
 import torch
 
-from ..problem import SolverError
-from .torch_backend import atomic_save, cone_violation, warm_start_arrays
+from .torch_backend import atomic_save, cone_violation, finished_groups, warm_start_arrays
 
 __all__ = ["solve_admm"]
 
@@ -287,14 +285,12 @@ def solve_admm(
         save()
     if bar is not None:
         bar.close()
-    V = v.detach().to("cpu", torch.float64).numpy()
-    if not np.all(np.isfinite(V)):
-        raise SolverError("ADMM diverged (non-finite iterates)")
+    W_pos, W_neg, name = finished_groups(v, "ADMM", dev, dtype)
     return {
-        "W_pos": V[0],
-        "W_neg": V[1],
+        "W_pos": W_pos,
+        "W_neg": W_neg,
         "status": status,
-        "solver": f"torch-admm:{dev.type}:{str(dtype).replace('torch.', '')}",
+        "solver": name,
         "n_iter": state["it"],
         "info": {
             "rho": rho_,

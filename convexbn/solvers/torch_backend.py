@@ -74,6 +74,15 @@ def atomic_save(obj, path) -> None:
     os.replace(tmp, path)
 
 
+def finished_groups(X, method: str, device, dtype):
+    """``(W_pos, W_neg, solver_name)`` from a (2, C, P, k) tensor; ``SolverError`` if it is not finite."""
+    V = X.detach().to("cpu", torch.float64).numpy()
+    if not np.all(np.isfinite(V)):
+        raise SolverError(f"{method} diverged (non-finite iterates)")
+    name = f"torch-{method.lower()}:{torch.device(device).type}:{str(dtype).replace('torch.', '')}"
+    return V[0], V[1], name
+
+
 def warm_start_arrays(warm_start):
     """``(W_pos, W_neg)`` numpy arrays from a ConvexBNSolution, a dict with those keys, or a pair."""
     if hasattr(warm_start, "W_pos"):

@@ -34,12 +34,10 @@ from __future__ import annotations
 import math
 import os
 
-import numpy as np
 import torch
 
-from ..problem import SolverError
 from .cone_projection import project_cones
-from .torch_backend import atomic_save, warm_start_arrays
+from .torch_backend import atomic_save, finished_groups, warm_start_arrays
 
 __all__ = ["solve_fista"]
 
@@ -198,14 +196,12 @@ def solve_fista(
         save()
     if bar is not None:
         bar.close()
-    V = X.detach().to("cpu", torch.float64).numpy()
-    if not np.all(np.isfinite(V)):
-        raise SolverError("FISTA diverged (non-finite iterates)")
+    W_pos, W_neg, name = finished_groups(X, "FISTA", dev, dtype)
     return {
-        "W_pos": V[0],
-        "W_neg": V[1],
+        "W_pos": W_pos,
+        "W_neg": W_neg,
         "status": status,
-        "solver": f"torch-fista:{dev.type}:{str(dtype).replace('torch.', '')}",
+        "solver": name,
         "n_iter": state["it"],
         "info": {"relative_gap": state["gap"], "history": state["history"], "lipschitz": L},
     }
