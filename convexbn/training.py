@@ -1,26 +1,26 @@
-"""Training the nonconvex BN network (3) directly with SGD or Adam: the baseline the convex optimum is
-compared with.
+"""Training the nonconvex BN network (3) directly with full-batch SGD or Adam: the baseline the convex
+optimum is compared with.
 
-The forward pass is the spec's eq. (1)-(3) in training mode, written out in torch (no ``BatchNorm1d``,
-so no ``eps`` and no running-statistics side effects): for each neuron ``j``,
+The forward pass is the spec's eq. (1)-(3) in training mode (:class:`convexbn.nn.TwoLayerNet` with
+``norm="batch"``: no ``BatchNorm1d``, so no ``eps``): for each neuron ``j``,
 
     h_j = gamma_j (X w_j - mean(X w_j)) / ||X w_j - mean(X w_j)|| + alpha_j / sqrt(n),
     f(X) = relu(h) V,
 
 and the minimized objective is exactly (3): ``L(f(X), Y) + (beta/2) sum_j (gamma_j^2 + alpha_j^2 +
 ||v_j||^2)`` with the summed loss of :mod:`convexbn.losses`. Training is full batch, so every recorded
-value is objective (3) itself, directly comparable with the convex optimum.
+value is objective (3) itself, directly comparable with the convex optimum. Mini-batches and the other
+BN variants are in :mod:`convexbn.nn`.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ._validation import check_choice, check_data, check_positive, check_positive_int
+from ._validation import check_choice, check_data, check_positive_int
 from .losses import get_loss
 from .network import BNNetwork
 
@@ -54,13 +54,6 @@ class TrainingResult:
         return min(h[2] for h in self.history)
 
 
-def _forward(X, W, gamma, alpha, V):
-    H = X @ W
-    Hc = H - H.mean(dim=0)
-    norm = Hc.norm(dim=0).clamp_min(torch.finfo(X.dtype).tiny)
-    return torch.relu(gamma * Hc / norm + alpha / np.sqrt(X.shape[0])) @ V
-
-
 def train_bn_network(
     X,
     y,
@@ -79,6 +72,9 @@ def train_bn_network(
     dtype=torch.float64,
 ) -> TrainingResult:
     """Minimize objective (3) over ``(w, gamma, alpha, v)`` with full-batch Adam or SGD (heavy ball).
+
+    A shortcut for :func:`convexbn.nn.train_network` on a fresh ``TwoLayerNet(norm="batch")``; use that
+    for mini-batches, the other BN variants, landscape probes and schedules.
 
     Parameters
     ----------
@@ -111,59 +107,36 @@ def train_bn_network(
     -------
     TrainingResult
     """
+    from .nn import TwoLayerNet, train_network
+
     X = check_data(X)
     lossf = get_loss(loss)
     Y = lossf.encode_targets(y)
     if Y.shape[0] != X.shape[0]:
         raise ValueError(f"y has {Y.shape[0]} samples but X has {X.shape[0]}")
     m = check_positive_int(n_neurons, "n_neurons")
-    beta = check_positive(beta, "beta")
     check_choice(optimizer, "optimizer", OPTIMIZERS)
-    epochs = check_positive_int(epochs, "epochs")
-    n, d = X.shape
-    C = Y.shape[1]
-
     gen = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
-    Xt, Yt = torch.as_tensor(X, dtype=dtype), torch.as_tensor(Y, dtype=dtype)
-    W = torch.randn(d, m, generator=gen, dtype=dtype).requires_grad_()
-    gamma = (init_scale * (0.5 + torch.rand(m, generator=gen, dtype=dtype))).requires_grad_()
-    alpha = torch.zeros(m, dtype=dtype).requires_grad_()
-    V = (init_scale * torch.randn(m, C, generator=gen, dtype=dtype) / np.sqrt(m)).requires_grad_()
-    params = [W, gamma, alpha, V]
-    opt = (
-        torch.optim.Adam(params, lr=lr)
-        if optimizer == "adam"
-        else torch.optim.SGD(params, lr=lr, momentum=momentum)
+    model = TwoLayerNet(
+        X.shape[1], m, Y.shape[1], n_train=X.shape[0], init_scale=init_scale, generator=gen, dtype=dtype
     )
-
-    def objective():
-        F = _forward(Xt, W, gamma, alpha, V)
-        return lossf.torch_value(F, Yt) + 0.5 * beta * (
-            gamma.square().sum() + alpha.square().sum() + V.square().sum()
-        )
-
-    history = []
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        opt.zero_grad()
-        value = objective()
-        if epoch % record_every == 0:
-            history.append((time.perf_counter() - start, epoch, float(value.detach())))
-        value.backward()
-        opt.step()
-        if time_limit is not None and time.perf_counter() - start > time_limit:
-            break
-    network = to_network(
+    run = train_network(
+        model,
         X,
-        W.detach().numpy(),
-        gamma.detach().numpy(),
-        alpha.detach().numpy(),
-        V.detach().numpy(),
-        beta,
-        lossf.name,
+        y,
+        beta=beta,
+        loss=lossf.name,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        epochs=epochs,
+        record_every=record_every,
+        time_limit=time_limit,
     )
+    network = model.to_network(X, beta, lossf.name)
     final = network.objective(X, y)
-    history.append((time.perf_counter() - start, epoch + 1, final))
+    history = [(h["time"], h["epoch"], h["objective"]) for h in run.history]
+    history[-1] = (*history[-1][:2], final)
     return TrainingResult(network=network, objective=final, history=history)
 
 

@@ -1,0 +1,444 @@
+"""The comparison harness: the convex global optimum beside SGD/Adam-trained BN networks and BN's variants.
+
+:func:`compare_with_sgd` solves the convex program (4) for a dataset and ``beta``, recovers the network,
+trains each network variant of :data:`VARIANTS` with the same loss and weight decay (objective (3)) and
+``m`` = the number of neurons of the convex solution, and returns a JSON-ready record: objective (3) against
+training wall time and epochs (the convex solver's own curve too, from its iterates), test metrics, and the
+landscape measures of Santurkar et al. along each trajectory, the convex program's included.
+:func:`sorted_batches_experiment` (BN vs Full Normalization with class-sorted batches) and
+:func:`batch_size_experiment` (BN preconditioning vs BN at batch sizes 1, 2, 8, 128) are the two
+experiments of the BN-variant papers. :mod:`convexbn.plotting` draws all three records.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ._validation import check_data, check_positive, check_positive_int
+from .arrangements import merge_arrangements, network_arrangements, sample_arrangements
+from .basis import bn_basis
+from .losses import get_loss
+from .nn import TwoLayerNet, convex_program_loss, probe_landscape, train_network
+from .problem import ConvexBNProblem
+from .recovery import recover_network
+
+__all__ = [
+    "VARIANTS",
+    "compare_with_sgd",
+    "sorted_batches_experiment",
+    "batch_size_experiment",
+    "evaluate_predictions",
+]
+
+#: Network variants of the harness: name -> (TwoLayerNet norm, optimizer, extra train_network options).
+VARIANTS: dict[str, tuple[str, str, dict]] = {
+    "bn-sgd": ("batch", "sgd", {}),
+    "bn-adam": ("batch", "adam", {}),
+    "batchnorm1d-adam": ("batchnorm1d", "adam", {}),
+    "fn-sgd": ("full", "sgd", {}),
+    "pn-sgd": ("population", "sgd", {}),
+    "pn-gamma-decay-sgd": ("population", "sgd", {"gamma_decay": "adaptive"}),
+    "bnp-sgd": ("none", "sgd", {"preconditioner": "bnp"}),
+    "plain-sgd": ("none", "sgd", {}),
+}
+
+
+def evaluate_predictions(F: np.ndarray, y, loss: str) -> dict:
+    """Test metrics of outputs ``F`` (n, C) against targets ``y`` encoded by ``loss``.
+
+    Classification losses give ``accuracy`` (sign for logistic/hinge, argmax for cross-entropy); the
+    squared loss gives ``mse`` and ``r2`` (over all outputs).
+    """
+    lossf = get_loss(loss)
+    Y = lossf.encode_targets(y)
+    F = np.asarray(F, dtype=np.float64).reshape(Y.shape)
+    if lossf.name in ("logistic", "hinge"):
+        return {"accuracy": float(np.mean(np.sign(F) == Y))}
+    if lossf.name == "cross_entropy":
+        return {"accuracy": float(np.mean(F.argmax(1) == Y.argmax(1)))}
+    mse = float(np.mean((F - Y) ** 2))
+    var = float(np.mean((Y - Y.mean(0)) ** 2))
+    return {"mse": mse, "r2": 1.0 - mse / var if var > 0 else float("nan")}
+
+
+def _model_outputs(model: TwoLayerNet, X) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return model(torch.as_tensor(X, dtype=model.first.weight.dtype)).numpy()
+
+
+def _lipschitz_of_data_fit(problem: ConvexBNProblem, iters: int = 50) -> float:
+    """``||A||^2`` of the linear map ``(u, u') -> sum_i D_i U' (u_i - u'_i)`` (power iteration)."""
+    U = torch.as_tensor(problem.Uprime)
+    mask = torch.as_tensor(problem.mask, dtype=U.dtype)
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(problem.n_patterns, problem.dim, generator=gen, dtype=U.dtype)
+    value = 0.0
+    for _ in range(iters):
+        W = W / W.norm()
+        f = ((U @ W.T) * mask).sum(1)
+        W = (mask * f[:, None]).T @ U
+        value = float(W.norm())
+    return 2.0 * value  # (u, u') doubles the operator's norm squared
+
+
+def compare_with_sgd(
+    X,
+    y,
+    *,
+    beta: float,
+    X_test=None,
+    y_test=None,
+    loss: str = "squared",
+    n_arrangements: int = 200,
+    solver: str = "torch",
+    solver_options: dict | None = None,
+    variants: Sequence[str] = tuple(VARIANTS),
+    n_neurons: int | None = None,
+    epochs: int = 200,
+    batch_size: int | None = 32,
+    sgd_lr: float | None = None,
+    adam_lr: float = 1e-2,
+    lr_factors: Sequence[float] = (0.01, 0.1, 1.0, 10.0),
+    resolve_with_sgd_patterns: bool = True,
+    landscape_every: int | None = 20,
+    landscape_steps: Sequence[float] = tuple(np.linspace(0.5, 4.0, 8)),
+    random_state: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Solve the convex program, train every variant with the same objective (3), and compare.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+        Training inputs (standardize them: SGD cares, the convex program does not).
+    y : array-like
+        Targets encoded as ``loss`` expects (reals, {-1, +1}, or class labels for cross-entropy).
+    beta : float
+        Weight decay of objective (3) and program (4) (summed loss: the spec's scale).
+    X_test, y_test : optional
+        Held-out data for the test metrics (:func:`evaluate_predictions`).
+    loss : str
+    n_arrangements : int
+        Sampled patterns ``P`` of the convex program.
+    solver : str
+        Backend of :meth:`ConvexBNProblem.solve`. With ``"torch"`` the solver's iterates give the convex
+        objective-vs-time curve and the convex program's landscape probes.
+    solver_options : dict, optional
+        Passed to the backend.
+    variants : sequence of str
+        Keys of :data:`VARIANTS`.
+    n_neurons : int, optional
+        Width of the trained networks; default: the convex solution's (at least 1).
+    epochs, batch_size : int
+        Training budget and mini-batch size (``None``: full batch) of every variant.
+    sgd_lr : float, optional
+        SGD step; default ``0.05 / n`` (the loss is a sum over ``n`` samples).
+    adam_lr : float
+        Adam step.
+    lr_factors : sequence of float
+        Each variant's step is tuned over ``factor * (sgd_lr or adam_lr)`` by pilot runs of a tenth of
+        ``epochs`` (best final objective; pilot time reported as ``tuning_time``, not in the curves).
+        ``(1.0,)`` switches tuning off. If the chosen step blows up over the full budget (non-finite or
+        above the initial objective), the next smaller step is trained instead (``blown_up_steps``).
+    resolve_with_sgd_patterns : bool
+        Re-solve the convex program with every trained BN network's activation patterns added to the
+        sampled ones (``convex_with_sgd_patterns``): each trained network is then a feasible point of the
+        program, so this optimum is at most every BN variant's objective (3) -- a certified comparison.
+    landscape_every : int, optional
+        Steps between landscape probes (``None``: no probes).
+    landscape_steps : sequence of float
+        Probe steps as multiples of the learning rate (of ``1 / L`` for the convex program).
+    random_state : int
+        Seeds the arrangements, the initializations and the batch orders.
+    progress : bool
+        tqdm bars for the training runs.
+
+    Returns
+    -------
+    dict
+        ``convex``: objective, recovered network's forward objective, neurons, solve time, curve
+        (time, iteration, objective), test metrics, landscape; ``variants``: per variant its settings,
+        curve, final and best objective, wall time, test metrics, landscape, whether it diverged;
+        ``convex_with_sgd_patterns`` (see ``resolve_with_sgd_patterns``).
+    """
+    X = check_data(X)
+    beta = check_positive(beta, "beta")
+    lossf = get_loss(loss)
+    Y = lossf.encode_targets(y)
+    n, d = X.shape
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    check_positive_int(epochs, "epochs")
+    sgd_lr = 0.05 / n if sgd_lr is None else check_positive(sgd_lr, "sgd_lr")
+    if X_test is not None:
+        X_test = check_data(X_test, name="X_test", min_samples=1)
+
+    basis = bn_basis(X)
+    arrangements = sample_arrangements(basis, n_arrangements, random_state=random_state)
+    problem = ConvexBNProblem(basis, arrangements, y, beta, loss=lossf.name)
+    iterates = []
+    options = dict(solver_options or {})
+    start = time.perf_counter()
+    if solver == "torch":
+
+        def keep(it, W_pos, W_neg):
+            iterates.append((time.perf_counter() - start, it, np.array(W_pos), np.array(W_neg)))
+
+        options["callback"] = keep
+    solution = problem.solve(solver, **options)
+    network = recover_network(solution)
+    convex = {
+        "solver": solution.solver,
+        "status": solution.status,
+        "objective": solution.objective,
+        "forward_objective": network.objective(X, y),
+        "n_neurons": solution.n_neurons,
+        "n_arrangements": arrangements.n_patterns,
+        "solve_time": solution.solve_time,
+        "constraint_violation": solution.constraint_violation,
+        "curve": [
+            {"time": t, "iteration": it, "objective": problem.objective(Wp, Wn)} for t, it, Wp, Wn in iterates
+        ]
+        + [{"time": solution.solve_time, "iteration": solution.n_iter, "objective": solution.objective}],
+    }
+    if X_test is not None:
+        convex["test"] = evaluate_predictions(network.forward(X_test, training=False), y_test, lossf.name)
+    if landscape_every and iterates and problem.n_outputs == 1:
+        L = _lipschitz_of_data_fit(problem) * (1.0 if lossf.name == "squared" else 0.25)
+        probes = []
+        stride = max(1, len(iterates) // 10)
+        for _, it, Wp, Wn in iterates[::stride]:
+            Wp_t = torch.tensor(Wp[0], requires_grad=True)
+            Wn_t = torch.tensor(Wn[0], requires_grad=True)
+            steps = [s / L for s in landscape_steps]
+            probe = probe_landscape(
+                lambda a=Wp_t, b=Wn_t: convex_program_loss(problem, a, b), [Wp_t, Wn_t], steps
+            )
+            probes.append({"iteration": it, **probe.as_dict()})
+        convex["landscape"] = probes
+
+    m = max(1, solution.n_neurons) if n_neurons is None else check_positive_int(n_neurons, "n_neurons")
+    runs = {}
+    trained = []
+
+    def train(name, lr, n_epochs, probes):
+        norm, optimizer, extra = VARIANTS[name]
+        gen = torch.Generator().manual_seed(random_state)
+        torch.manual_seed(random_state)  # the plain net's default Linear initialization
+        model = TwoLayerNet(d, m, Y.shape[1], n_train=n, norm=norm, generator=gen)
+        run = train_network(
+            model, X, y, beta=beta, loss=lossf.name, optimizer=optimizer, lr=lr, batch_size=batch_size,
+            epochs=n_epochs, landscape_every=probes, landscape_steps=landscape_steps,
+            random_state=random_state, progress=progress, record_every=max(1, n_epochs // 50), **extra,
+        )  # fmt: skip
+        return model, run
+
+    for name in variants:
+        norm, optimizer, extra = VARIANTS[name]
+        base = adam_lr if optimizer == "adam" else sgd_lr
+        candidates = [base * float(f) for f in lr_factors]
+        tuning, tic = {}, time.perf_counter()
+        if len(candidates) > 1:
+            for lr in candidates:
+                _, pilot = train(name, lr, max(1, epochs // 10), None)
+                finite = np.isfinite(pilot.objective) and not pilot.diverged
+                tuning[lr] = pilot.objective if finite else np.inf
+            order = sorted(tuning, key=tuning.get)
+        else:
+            order = candidates
+        tuning_time = time.perf_counter() - tic
+        # the pilot's best step can still blow up over the full budget: then the next smaller step is used
+        retried = []
+        for lr in order:
+            if retried and lr >= retried[-1]:
+                continue
+            model, run = train(name, lr, epochs, landscape_every)
+            if np.isfinite(run.objective) and run.objective <= run.history[0]["objective"]:
+                break
+            retried.append(lr)
+        entry = {
+            "norm": norm,
+            "optimizer": optimizer,
+            "lr": lr,
+            "lr_tuning": {str(k): v for k, v in tuning.items()},
+            "tuning_time": tuning_time,
+            "blown_up_steps": retried,
+            "options": {k: str(v) for k, v in extra.items()},
+            "n_neurons": m,
+            "objective": run.objective,
+            "best_objective": run.best_objective,
+            "wall_time": run.wall_time,
+            "diverged": run.diverged,
+            "curve": run.history,
+            "landscape": run.landscape,
+            "comparable_to_convex": model.has_bn,
+        }
+        if X_test is not None:
+            entry["test"] = evaluate_predictions(_model_outputs(model, X_test), y_test, lossf.name)
+        runs[name] = entry
+        if model.has_bn and np.isfinite(run.objective):
+            trained.append(model.to_network(X, beta, lossf.name))
+
+    with_sgd = None
+    if resolve_with_sgd_patterns and trained:
+        merged = merge_arrangements(arrangements, *(network_arrangements(basis, net) for net in trained))
+        grown = ConvexBNProblem(basis, merged, y, beta, loss=lossf.name)
+        sol = grown.solve(solver, **(solver_options or {}))
+        net = recover_network(sol)
+        with_sgd = {
+            "objective": sol.objective,
+            "forward_objective": net.objective(X, y),
+            "n_neurons": sol.n_neurons,
+            "n_arrangements": merged.n_patterns,
+            "solve_time": sol.solve_time,
+        }
+        if X_test is not None:
+            with_sgd["test"] = evaluate_predictions(net.forward(X_test, training=False), y_test, lossf.name)
+    return {
+        "n_samples": n,
+        "n_features": d,
+        "beta": beta,
+        "loss": lossf.name,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "random_state": random_state,
+        "convex": convex,
+        "convex_with_sgd_patterns": with_sgd,
+        "variants": runs,
+    }
+
+
+def sorted_batches_experiment(
+    X,
+    y,
+    *,
+    beta: float,
+    loss: str = "squared",
+    labels=None,
+    n_neurons: int = 8,
+    batch_size: int = 10,
+    epochs: int = 60,
+    lr: float | None = None,
+    norms: Sequence[str] = ("batch", "full"),
+    seeds: Sequence[int] = (0, 1, 2),
+) -> dict:
+    """BN vs Full Normalization with shuffled and with class-sorted batches (Lian & Liu 2019).
+
+    Every run is SGD with the same step; the reported number is the full-data objective (3) at the end.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n,), optional
+        What to sort the batches by (default ``y``).
+    lr : float, optional
+        SGD step; default ``0.15 / n``.
+
+    Returns
+    -------
+    dict
+        ``runs[norm][order]``: final objectives over ``seeds``, their median, and seed ``seeds[0]``'s curve.
+    """
+    X = check_data(X)
+    n = X.shape[0]
+    lr = 0.15 / n if lr is None else check_positive(lr, "lr")
+    Y = get_loss(loss).encode_targets(y)
+    sort_by = y if labels is None else labels
+    runs: dict = {}
+    for norm in norms:
+        for order in ("shuffle", "sorted"):
+            finals, curve = [], None
+            for seed in seeds:
+                model = TwoLayerNet(
+                    X.shape[1], n_neurons, Y.shape[1], n_train=n, norm=norm,
+                    generator=torch.Generator().manual_seed(seed),
+                )  # fmt: skip
+                run = train_network(
+                    model, X, y, beta=beta, loss=loss, optimizer="sgd", lr=lr, batch_size=batch_size,
+                    epochs=epochs, batch_order=order, random_state=seed, record_every=max(1, epochs // 20),
+                    **({"sort_labels": sort_by} if labels is not None else {}),
+                )  # fmt: skip
+                finals.append(run.objective)
+                curve = run.history if curve is None else curve
+            runs.setdefault(norm, {})[order] = {
+                "objectives": finals,
+                "median": float(np.median(finals)),
+                "curve": curve,
+            }
+    return {"beta": beta, "loss": loss, "batch_size": batch_size, "epochs": epochs, "lr": lr, "runs": runs}
+
+
+def batch_size_experiment(
+    X,
+    y,
+    *,
+    beta: float,
+    loss: str = "squared",
+    n_neurons: int = 16,
+    batch_sizes: Sequence[int] = (1, 2, 8, 128),
+    epochs: int = 10,
+    lrs: Sequence[float] | None = None,
+    seed: int = 0,
+) -> dict:
+    """BN preconditioning (plain net + BNP) vs BN vs the plain net, at several batch sizes.
+
+    Each method gets the same number of epochs at each batch size and its best step from ``lrs`` (SGD with
+    momentum). BN is not defined at batch size 1 (no batch variance): its entry records the error.
+
+    Returns
+    -------
+    dict
+        ``runs[batch_size][method]``: ``objective`` (best final full-data objective over ``lrs``),
+        ``initial`` (the same network's objective at initialization), ``lr``, ``by_lr`` (every step's final
+        objective), or ``error``. The plain net and BNP's objective is the plain net's (its own weight
+        decay), not objective (3).
+    """
+    X = check_data(X)
+    n = X.shape[0]
+    Y = get_loss(loss).encode_targets(y)
+    lrs = [0.5 / n, 0.05 / n, 0.005 / n] if lrs is None else [float(v) for v in lrs]
+    methods = {"bn": ("batch", None), "bnp": ("none", "bnp"), "plain": ("none", None)}
+    runs: dict = {}
+    for bs in batch_sizes:
+        for name, (norm, pre) in methods.items():
+            by_lr = {}
+            error = None
+            for lr in lrs:
+                torch.manual_seed(seed)
+                model = TwoLayerNet(
+                    X.shape[1], n_neurons, Y.shape[1], n_train=n, norm=norm,
+                    generator=torch.Generator().manual_seed(seed),
+                )  # fmt: skip
+                try:
+                    run = train_network(
+                        model, X, y, beta=beta, loss=loss, optimizer="sgd", lr=lr, batch_size=bs,
+                        epochs=epochs, preconditioner=pre, random_state=seed, record_every=epochs,
+                    )  # fmt: skip
+                except ValueError as exc:
+                    error = str(exc)
+                    break
+                by_lr[lr] = run.objective if np.isfinite(run.objective) else float("inf")
+                initial = run.history[0]["objective"]
+            if error is not None:
+                runs.setdefault(bs, {})[name] = {"error": error}
+                continue
+            best = min(by_lr, key=by_lr.get)
+            runs.setdefault(bs, {})[name] = {
+                "objective": by_lr[best],
+                "initial": initial,
+                "lr": best,
+                "by_lr": by_lr,
+            }
+    initial = float(
+        TwoLayerNet(
+            X.shape[1], n_neurons, Y.shape[1], n_train=n, generator=torch.Generator().manual_seed(seed)
+        )
+        .objective(torch.as_tensor(X), torch.as_tensor(Y), loss, beta)
+        .detach()
+    )
+    return {"beta": beta, "loss": loss, "epochs": epochs, "initial_bn_objective": initial, "runs": runs}
