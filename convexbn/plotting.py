@@ -51,6 +51,10 @@ def plot_comparison(record: dict, out_dir) -> list[Path]:
             label=f"convex solver ({convex['solver']})",
         )
     ax.axhline(convex["objective"], color="k", lw=1.5, label=f"convex optimum {convex['objective']:.4g}")
+    grown = record.get("convex_with_sgd_patterns")
+    if grown:
+        ax.axhline(grown["objective"], color="k", ls="--", lw=1,
+                   label=f"convex, + trained nets' patterns {grown['objective']:.4g}")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("wall time [s]")
