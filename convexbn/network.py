@@ -50,6 +50,25 @@ class BNNetwork:
     beta: float
     loss: str = "squared"
 
+    @classmethod
+    def from_parameters(cls, X, W, gamma, alpha, V, beta: float, loss: str = "squared") -> BNNetwork:
+        """Wrap parameters ``W`` (d, m), ``gamma``, ``alpha`` (m,), ``V`` (m, C) with the training
+        statistics of ``X`` (n, d)."""
+        X = np.asarray(X, dtype=np.float64)
+        H = X @ W
+        mean = H.mean(axis=0)
+        return cls(
+            weights=np.asarray(W, dtype=np.float64),
+            gamma=np.asarray(gamma, dtype=np.float64),
+            alpha=np.asarray(alpha, dtype=np.float64),
+            output=np.asarray(V, dtype=np.float64),
+            running_mean=mean,
+            running_norm=np.linalg.norm(H - mean, axis=0),
+            n_train=X.shape[0],
+            beta=float(beta),
+            loss=loss,
+        )
+
     @property
     def n_neurons(self) -> int:
         return int(self.gamma.shape[0])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ._validation import check_choice, check_data, check_positive_int
@@ -138,20 +137,3 @@ def train_bn_network(
     history = [(h["time"], h["epoch"], h["objective"]) for h in run.history]
     history[-1] = (*history[-1][:2], final)
     return TrainingResult(network=network, objective=final, history=history)
-
-
-def to_network(X, W, gamma, alpha, V, beta: float, loss: str) -> BNNetwork:
-    """Wrap trained parameters as a :class:`BNNetwork` with the training statistics of ``X``."""
-    H = X @ W
-    mean = H.mean(axis=0)
-    return BNNetwork(
-        weights=W.astype(np.float64),
-        gamma=gamma.astype(np.float64),
-        alpha=alpha.astype(np.float64),
-        output=V.astype(np.float64),
-        running_mean=mean,
-        running_norm=np.linalg.norm(H - mean, axis=0),
-        n_train=X.shape[0],
-        beta=float(beta),
-        loss=loss,
-    )

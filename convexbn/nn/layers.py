@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -47,7 +48,7 @@ def power_schedule(a0: float = 1.0, power: float = 0.5) -> Callable[[int], float
     return schedule
 
 
-class NormLayer(nn.Module):
+class NormLayer(nn.Module, ABC):
     """Base class: the affine part, exact mode, eval mode and the running statistics.
 
     Parameters
@@ -95,8 +96,9 @@ class NormLayer(nn.Module):
             return (z - mean) / torch.sqrt(var + eps)
         return (z - mean) / var.clamp_min(torch.finfo(z.dtype).tiny).sqrt()
 
-    def train_standardize(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def train_standardize(self, z: torch.Tensor) -> torch.Tensor:
+        """Standardized ``z`` (batch, m) in train mode: where the variants differ."""
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.exact:

@@ -193,12 +193,10 @@ class TwoLayerNet(nn.Module):
 
         Its numpy ``objective(X, y)`` equals :meth:`objective` (same function, same penalty).
         """
-        from ..training import to_network
-
         Xt = torch.as_tensor(np.asarray(X), dtype=self.first.weight.dtype)
         with torch.no_grad():
             W, gamma, alpha, V = (t.detach().cpu().numpy() for t in self.spec_parameters(Xt))
-        return to_network(np.asarray(X, dtype=np.float64), W, gamma, alpha, V, beta, get_loss(loss).name)
+        return BNNetwork.from_parameters(X, W, gamma, alpha, V, beta, get_loss(loss).name)
 
     @classmethod
     def from_network(cls, network: BNNetwork, *, norm: str = "batch", dtype=torch.float64) -> TwoLayerNet:
