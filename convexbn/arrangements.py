@@ -193,7 +193,7 @@ def network_arrangements(basis: BNBasis, network) -> Arrangements:
     """
     if network.n_features != basis.n_features:
         raise ValueError(f"the network has {network.n_features} inputs, the basis {basis.n_features}")
-    H = (basis.U * basis.S) @ (basis.V.T @ network.weights)  # P X w_j in the kept subspace, (n, m)
+    H = basis.U @ basis.weights_to_coordinates(network.weights)  # P X w_j in the kept subspace, (n, m)
     norms = np.linalg.norm(H, axis=0)
     live = norms > 0
     Q = np.zeros((basis.rank, network.n_neurons))

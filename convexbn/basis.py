@@ -15,8 +15,10 @@ __all__ = ["BNBasis", "bn_basis"]
 class BNBasis:
     """Centered SVD of the training data and the BN basis built from it.
 
-    With ``P X = U diag(S) V^T`` (rank ``r``), a BN neuron's output on the training data is
-    ``U' z`` with ``U' = [U, 1/sqrt(n)]`` and ``z = [gamma q; alpha]`` (spec eq. after (2)).
+    With ``P X diag(scale)^-1 = U diag(S) V^T`` (rank ``r``), a BN neuron's output on the training data
+    is ``U' z`` with ``U' = [U, 1/sqrt(n)]`` and ``z = [gamma q; alpha]`` (spec eq. after (2)).
+    ``scale`` holds the columns' standard deviations (see ``scale_features`` in :func:`bn_basis`);
+    ``U`` spans the column space of ``P X`` whatever the scaling, so the program is the same.
 
     Attributes
     ----------
@@ -25,7 +27,8 @@ class BNBasis:
     S : ndarray of shape (r,)
         Kept singular values, descending, all > ``rank_tol * S_max``.
     V : ndarray of shape (d, r)
-        Right singular vectors, mapping a unit direction ``q`` back to input space: ``w = V S^{-1} q``.
+        Right singular vectors of the scaled centered data; a unit direction ``q`` maps back to input
+        space as ``w = (V S^{-1} q) / scale``.
     mean : ndarray of shape (d,)
         Column means of the training data (BN's running mean at inference, through ``w``).
     n_samples : int
@@ -34,6 +37,9 @@ class BNBasis:
         Relative singular value threshold used to determine the rank.
     S_dropped : ndarray
         The singular values below the threshold (reported, not used).
+    scale : ndarray of shape (d,)
+        Column scales divided out before the SVD (all ones with ``scale_features=False``; 1 for a
+        constant column).
     """
 
     U: np.ndarray
@@ -43,6 +49,11 @@ class BNBasis:
     n_samples: int
     rank_tol: float
     S_dropped: np.ndarray
+    scale: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.scale is None:
+            object.__setattr__(self, "scale", np.ones(self.V.shape[0]))
 
     @property
     def rank(self) -> int:
@@ -83,19 +94,27 @@ class BNBasis:
             raise ValueError(
                 f"X has {X.shape[1]} features, but the BN basis was built with {self.n_features}"
             )
-        coords = (X - self.mean) @ (self.V / self.S)
+        coords = ((X - self.mean) / self.scale) @ (self.V / self.S)
         ones = np.full((X.shape[0], 1), 1.0 / np.sqrt(self.n_samples))
         return np.hstack([coords, ones])
 
     def directions_to_weights(self, Q: np.ndarray) -> np.ndarray:
-        """Map unit directions ``q`` (columns of ``Q``, shape (r, m)) to input weights ``w = V S^{-1} q``.
+        """Map directions ``q`` (columns of ``Q``, shape (r, m)) to input weights ``w = V S^{-1} q / scale``.
 
-        The returned ``w`` satisfies ``P X w = U q``, so ``||P X w|| = ||q||``.
+        The returned ``w`` (shape (d, m)) satisfies ``P X w = U q``, so ``||P X w|| = ||q||``.
         """
-        return self.V @ (Q / self.S[:, None])
+        return (self.V @ (Q / self.S[:, None])) / self.scale[:, None]
+
+    def weights_to_coordinates(self, weights: np.ndarray) -> np.ndarray:
+        """Coordinates ``S V^T (scale * w)`` (shape (r, m)) of ``P X w`` in the basis ``U``.
+
+        ``U @ weights_to_coordinates(W)`` is ``P X W`` restricted to the kept subspace (the inverse of
+        :meth:`directions_to_weights` on it).
+        """
+        return self.S[:, None] * (self.V.T @ (self.scale[:, None] * weights))
 
 
-def bn_basis(X, *, rank_tol: float | None = None) -> BNBasis:
+def bn_basis(X, *, rank_tol: float | None = None, scale_features: bool = True) -> BNBasis:
     """Center ``X``, take its compact SVD and build the BN basis (spec section 2).
 
     Parameters
@@ -106,6 +125,15 @@ def bn_basis(X, *, rank_tol: float | None = None) -> BNBasis:
         Relative tolerance: singular values ``<= rank_tol * S_max`` are dropped. Defaults to
         ``max(n, d) * eps`` (float64), the rule of ``numpy.linalg.matrix_rank``. Rank-deficient data
         (duplicated or constant columns, d > n) is handled by this truncation.
+    scale_features : bool, default=True
+        Divide each centered column by its standard deviation before the SVD. A BN neuron is
+        invariant to this (``X diag(s) w`` ranges over the same functions as ``X w``, and ``w`` carries
+        no weight decay), and ``U`` spans the same space, so the program, its optimum and the law of
+        sampled patterns are unchanged; but the SVD, the rank decision and the recovered weights stay
+        accurate when features differ in scale by many orders of magnitude (1e-8 .. 1e8), where the
+        unscaled SVD loses the small directions to rounding. A column whose spread is below
+        ``1e-12`` of its magnitude is treated as constant (its centered values are rounding noise) and
+        zeroed. ``False`` is the spec's literal SVD of ``P X``.
 
     Returns
     -------
@@ -123,8 +151,18 @@ def bn_basis(X, *, rank_tol: float | None = None) -> BNBasis:
         rank_tol = max(n, d) * np.finfo(np.float64).eps
     elif not (0 < rank_tol < 1):
         raise ValueError(f"rank_tol must be in (0, 1), got {rank_tol}")
+    if not isinstance(scale_features, (bool, np.bool_)):
+        raise TypeError(f"scale_features must be a bool, got {type(scale_features).__name__}")
     mean = X.mean(axis=0)
     Xc = X - mean
+    scale = np.ones(d)
+    if scale_features:
+        std = np.sqrt(np.mean(Xc**2, axis=0))
+        spread = np.abs(X).max(axis=0)
+        constant = std <= 1e-12 * spread
+        scale[~constant] = std[~constant]
+        Xc = Xc / scale
+        Xc[:, constant] = 0.0
     U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
     if (
         S.size == 0
@@ -145,4 +183,5 @@ def bn_basis(X, *, rank_tol: float | None = None) -> BNBasis:
         n_samples=n,
         rank_tol=float(rank_tol),
         S_dropped=S[r:].copy(),
+        scale=scale,
     )

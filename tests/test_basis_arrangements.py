@@ -17,7 +17,8 @@ def test_basis_is_orthonormal_and_reproduces_centered_data():
     assert b.rank == 4 and b.dim == 5
     Up = b.Uprime
     np.testing.assert_allclose(Up.T @ Up, np.eye(5), atol=1e-12)
-    np.testing.assert_allclose(b.U @ np.diag(b.S) @ b.V.T, X - X.mean(0), atol=1e-12)
+    np.testing.assert_allclose(b.U @ np.diag(b.S) @ b.V.T * b.scale, X - X.mean(0), atol=1e-12)
+    np.testing.assert_allclose(b.scale, X.std(0), rtol=1e-12)
     # transform of the training data is U' itself (inference uses the training statistics)
     np.testing.assert_allclose(b.transform(X), Up, atol=1e-12)
 
@@ -43,7 +44,9 @@ def test_basis_wide_data_is_overparameterized():
 def test_basis_rank_tol_is_relative():
     X = np.random.default_rng(3).standard_normal((20, 3)) * [1.0, 1.0, 1e-7]
     assert bn_basis(X).rank == 3
-    assert bn_basis(X, rank_tol=1e-5).rank == 2
+    assert bn_basis(X, rank_tol=1e-5, scale_features=False).rank == 2
+    # scaled columns: the small feature is a full direction whatever rank_tol
+    assert bn_basis(X, rank_tol=1e-5).rank == 3
 
 
 @pytest.mark.parametrize(

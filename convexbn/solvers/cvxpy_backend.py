@@ -25,8 +25,13 @@ DEFAULT_OPTIONS = {
     "SCS": {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 200_000},
 }
 # When Clarabel fails or stops at "optimal_inaccurate" (both seen on exponential-cone losses), it is
-# re-solved once with these settings before the failure or the inaccurate status is reported.
-CLARABEL_RETRY = {"static_regularization_constant": 1e-7, "max_iter": 400}
+# re-solved with these settings, in this order, until one reaches "optimal"; the first inaccurate
+# answer is kept if none does, and only when every attempt fails is a SolverError raised.
+CLARABEL_RETRIES = (
+    {"static_regularization_constant": 1e-7, "max_iter": 400},
+    {"equilibrate_enable": False, "max_iter": 400},
+    {"max_step_fraction": 0.8, "max_iter": 400},
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,10 +77,26 @@ def resolve_cvxpy_solver(name: str) -> str:
     return name
 
 
-def build_cvxpy_problem(problem):
+def target_scale(problem) -> float:
+    """The factor ``s`` the squared loss's targets are divided by before a conic solve.
+
+    Program (4) with squared loss is homogeneous: ``(Y, beta) -> (Y / s, beta / s)`` maps its solutions
+    ``W`` to ``W / s`` and its objective to ``objective / s^2``. Interior-point tolerances are absolute
+    in places, so targets of size 1e6 (seen: Clarabel reports "infeasible") are solved at unit scale.
+    The other losses take targets in {-1, +1} or one-hot and are not scaled.
+    """
+    if problem.loss.name != "squared":
+        return 1.0
+    size = float(np.sqrt(np.mean(problem.Y**2)))
+    return size if size > 0 and not (1e-3 <= size <= 1e3) else 1.0
+
+
+def build_cvxpy_problem(problem, scale: float = 1.0):
     """The cvxpy form of ``problem``: returns ``(cp.Problem, W_pos vars, W_neg vars, F var, fit)``.
 
     ``fit`` is the list of equality constraints defining ``F``; their duals give ``lambda``.
+    With ``scale`` (squared loss only, see :func:`target_scale`) the program is built for
+    ``Y / scale`` and ``beta / scale``; multiply the variables by ``scale`` to undo it.
     """
     Uprime, mask = problem.Uprime, problem.mask.astype(np.float64)
     signs = 2.0 * mask - 1.0
@@ -96,7 +117,7 @@ def build_cvxpy_problem(problem):
                 cp.multiply(signs, Uprime @ W_pos[c].T) >= 0,
                 cp.multiply(signs, Uprime @ W_neg[c].T) >= 0,
             ]
-    objective = cp.Minimize(problem.loss.cvxpy(F, problem.Y) + problem.beta * penalty)
+    objective = cp.Minimize(problem.loss.cvxpy(F, problem.Y / scale) + (problem.beta / scale) * penalty)
     return cp.Problem(objective, fit + cones), W_pos, W_neg, F, fit
 
 
@@ -112,6 +133,14 @@ def solve_cvxpy(problem, *, cvxpy_solver: str = "CLARABEL", verbose: bool = Fals
     verbose : bool
     **solver_options
         Passed to ``cvxpy.Problem.solve`` (e.g. ``eps_abs`` for SCS, ``tol_gap_rel`` for Clarabel).
+        Without any, a Clarabel solve that fails or ends "optimal_inaccurate" is retried with each of
+        :data:`CLARABEL_RETRIES` in turn (``info["attempts"]``, ``info["failures"]`` say what happened).
+
+    Raises
+    ------
+    SolverError
+        When every attempt fails or ends in a status other than optimal / optimal_inaccurate (e.g.
+        "user_limit" after ``max_iter``); the message lists each attempt.
 
     Returns
     -------
@@ -119,40 +148,61 @@ def solve_cvxpy(problem, *, cvxpy_solver: str = "CLARABEL", verbose: bool = Fals
         The raw result consumed by :meth:`ConvexBNProblem.solve`.
     """
     name = resolve_cvxpy_solver(cvxpy_solver)
-    prob, W_pos, W_neg, F, fit = build_cvxpy_problem(problem)
-    options = {**DEFAULT_OPTIONS.get(name, {}), **solver_options}
-    retried = False
-    try:
-        _run(prob, name, verbose, options)
-    except SolverError:
-        if name != "CLARABEL" or solver_options:
-            raise
-        prob._status = None  # a failed run leaves no status: retry below
-    if prob.status != cp.OPTIMAL and name == "CLARABEL" and not solver_options:
-        retried = True
-        _run(prob, name, verbose, CLARABEL_RETRY)
-    if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-        raise SolverError(
-            f"cvxpy solver {name} returned status {prob.status!r}; no optimal solution available"
-        )
+    scale = target_scale(problem)
+    prob, W_pos, W_neg, F, fit = build_cvxpy_problem(problem, scale)
+    attempts = [{**DEFAULT_OPTIONS.get(name, {}), **solver_options}]
+    if name == "CLARABEL" and not solver_options:
+        attempts += list(CLARABEL_RETRIES)
     C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
-    Wp = np.stack([W.value for W in W_pos])
-    Wn = np.stack([W.value for W in W_neg]) if W_neg else np.zeros((C, P, k))
-    # cvxpy's dual of the constraint  F == sum D_i U' w_i  is  -grad L(F*)  (checked in the tests)
-    dual = np.column_stack([con.dual_value for con in fit])
-    stats = prob.solver_stats
+    kept, failures, runs = None, [], 0
+    for attempt, options in enumerate(attempts):
+        runs += 1
+        try:
+            _run(prob, name, verbose, options)
+        except SolverError as exc:
+            failures.append(str(exc))
+            continue
+        if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+            failures.append(f"status {prob.status!r}")
+            continue
+        result = {
+            "W_pos": scale * np.stack([W.value for W in W_pos]),
+            "W_neg": scale * np.stack([W.value for W in W_neg]) if W_neg else np.zeros((C, P, k)),
+            # cvxpy's dual of  F == sum D_i U' w_i  is  -grad L(F*)  (checked in the tests)
+            "dual": scale * np.column_stack([con.dual_value for con in fit]),
+            "status": "optimal" if prob.status == cp.OPTIMAL else "optimal_inaccurate",
+            "solver_objective": float(prob.value) * scale**2,
+            "stats": prob.solver_stats,
+            "attempt": attempt,
+        }
+        if kept is None or result["status"] == "optimal":
+            kept = result
+        if result["status"] == "optimal":
+            break
+    if kept is None:
+        tried = "; ".join(f"attempt {i + 1}: {f}" for i, f in enumerate(failures))
+        hint = (
+            " Try solver='torch' (first-order, no conic reformulation), or another cvxpy solver."
+            if name == "CLARABEL"
+            else ""
+        )
+        raise SolverError(f"cvxpy solver {name} found no optimal solution ({tried}).{hint}")
+    stats = kept["stats"]
     return {
-        "W_pos": Wp,
-        "W_neg": Wn,
-        "status": "optimal" if prob.status == cp.OPTIMAL else "optimal_inaccurate",
+        "W_pos": kept["W_pos"],
+        "W_neg": kept["W_neg"],
+        "status": kept["status"],
         "solver": f"cvxpy:{name}",
         "n_iter": getattr(stats, "num_iters", None),
-        "dual": dual,
+        "dual": kept["dual"],
         "info": {
-            "solver_objective": float(prob.value),
+            "solver_objective": kept["solver_objective"],
             "solver_time": getattr(stats, "solve_time", None),
-            "cvxpy_status": prob.status,
-            "retried": retried,
+            "cvxpy_status": "optimal" if kept["status"] == "optimal" else cp.OPTIMAL_INACCURATE,
+            "retried": kept["attempt"] > 0,
+            "attempts": runs,
+            "failures": failures,
+            "target_scale": scale,
         },
     }
 
