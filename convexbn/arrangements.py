@@ -77,8 +77,10 @@ def sample_arrangements(basis: BNBasis, n_arrangements: int = 200, *, random_sta
     """Sample activation patterns from Gaussian generators ``g ~ N(0, I_{r+1})`` (spec section 3).
 
     Duplicates and the all-zero pattern are dropped, so at most ``n_arrangements`` patterns are
-    returned. The program built on a sample is a restriction of the exact one: its optimum is an upper
-    bound on the global optimum, attained by the recovered network.
+    returned; if every draw gave the all-zero pattern (possible for tiny ``n_arrangements``), more
+    generators are drawn until one does not, so the result is never empty. The program built on a
+    sample is a restriction of the exact one: its optimum is an upper bound on the global optimum,
+    attained by the recovered network.
 
     Parameters
     ----------
@@ -97,6 +99,11 @@ def sample_arrangements(basis: BNBasis, n_arrangements: int = 200, *, random_sta
     G = rng.standard_normal((n_arrangements, basis.dim))
     mask = basis.Uprime @ G.T >= 0
     mask, G = _unique_patterns(mask, G)
+    for _ in range(1000):  # P(all-zero) <= 1/2 per draw, so this ends after a few rounds
+        if G.shape[0]:
+            break
+        G = rng.standard_normal((n_arrangements, basis.dim))
+        mask, G = _unique_patterns(basis.Uprime @ G.T >= 0, G)
     return Arrangements(mask=mask, generators=G, exact=False)
 
 

@@ -123,8 +123,10 @@ def bn_basis(X, *, rank_tol: float | None = None, scale_features: bool = True) -
         Training data; at least two samples, finite.
     rank_tol : float, optional
         Relative tolerance: singular values ``<= rank_tol * S_max`` are dropped. Defaults to
-        ``max(n, d) * eps`` (float64), the rule of ``numpy.linalg.matrix_rank``. Rank-deficient data
-        (duplicated or constant columns, d > n) is handled by this truncation.
+        ``max(n, d) * eps`` (float64), the rule of ``numpy.linalg.matrix_rank``, together with the
+        rounding floor of centering, ``10 eps ||X diag(scale)^-1||_F`` (a column whose mean dwarfs its
+        spread carries centering noise above ``eps S_max``). The rank never exceeds ``n - 1``.
+        Rank-deficient data (duplicated or constant columns, d > n) is handled by this truncation.
     scale_features : bool, default=True
         Divide each centered column by its standard deviation before the SVD. A BN neuron is
         invariant to this (``X diag(s) w`` ranges over the same functions as ``X w``, and ``w`` carries
@@ -147,7 +149,8 @@ def bn_basis(X, *, rank_tol: float | None = None, scale_features: bool = True) -
     """
     X = check_data(X)
     n, d = X.shape
-    if rank_tol is None:
+    default_tol = rank_tol is None
+    if default_tol:
         rank_tol = max(n, d) * np.finfo(np.float64).eps
     elif not (0 < rank_tol < 1):
         raise ValueError(f"rank_tol must be in (0, 1), got {rank_tol}")
@@ -173,7 +176,14 @@ def bn_basis(X, *, rank_tol: float | None = None, scale_features: bool = True) -
             "X has no variance: every column is constant, so batch normalization is undefined "
             "(the centered data P X is zero)"
         )
-    keep = S > rank_tol * S[0]
+    threshold = rank_tol * S[0]
+    if default_tol:
+        # the rounding floor of the (scaled) centered data: centering a column of magnitude |x_j|
+        # leaves errors of about eps |x_j| / scale_j, far above eps S_max when the column's mean
+        # dwarfs its spread; directions below it are noise, not data
+        threshold = max(threshold, 10 * np.finfo(np.float64).eps * np.linalg.norm(X / scale))
+    keep = S > threshold
+    keep[n - 1 :] = False  # centered data has rank <= n - 1
     r = int(keep.sum())
     return BNBasis(
         U=np.ascontiguousarray(U[:, :r]),

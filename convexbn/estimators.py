@@ -21,6 +21,7 @@ import warnings
 from numbers import Integral
 
 import numpy as np
+import torch
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -30,7 +31,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._validation import check_choice, check_positive, check_positive_int
+from ._validation import check_choice, check_positive, check_positive_int, prepare_data
 from .arrangements import make_arrangements
 from .basis import bn_basis
 from .network import BNNetwork, concatenate_networks
@@ -46,6 +47,9 @@ __all__ = ["ConvexBNClassifier", "ConvexBNRegressor", "AUTO_CVXPY_MAX_ROWS", "cl
 #: 22 s and the torch ADMM solver 52 s on 2 cores (``benchmarks/bench_torch_vs_cvxpy.py``); Clarabel's
 #: time and memory grow about cubically, the torch solver's linearly per iteration.
 AUTO_CVXPY_MAX_ROWS = 400_000
+#: Largest relative gap between objective (3) of the recovered network (a plain forward pass) and the
+#: convex objective (4) accepted without a ConvergenceWarning.
+EQUIVALENCE_RTOL = 1e-6
 
 SOLVER_CHOICES = ("auto", "cvxpy", "clarabel", "mosek", "scs", "closed_form", "torch")
 DTYPES = ("float64", "float32")
@@ -188,6 +192,8 @@ class _ConvexBNBase(BaseEstimator):
         check_positive_int(self.n_arrangements, "n_arrangements")
         check_choice(self.solver, "solver", SOLVER_CHOICES)
         check_choice(str(self.device).split(":")[0], "device", ("cpu", "cuda"))
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} was requested but torch finds no CUDA device")
         dtype = _dtype_name(self.dtype)
         if self.max_iter is not None:
             check_positive_int(self.max_iter, "max_iter")
@@ -249,6 +255,22 @@ class _ConvexBNBase(BaseEstimator):
                     ConvergenceWarning,
                     stacklevel=3,
                 )
+        # the equivalence (3) == (4), checked by a plain forward pass of each recovered network
+        gaps = []
+        for j, (res, y) in enumerate(zip(results, targets, strict=True)):
+            forward = res["network"].objective(X, y)
+            gap = abs(forward - res["objective"]) / max(abs(res["objective"]), 1e-12)
+            gaps.append(gap)
+            if gap > EQUIVALENCE_RTOL:
+                warnings.warn(
+                    f"{type(self).__name__}: program {j}: the recovered network's objective (3) "
+                    f"{forward:.10g} differs from the convex objective (4) {res['objective']:.10g} by "
+                    f"{gap:.1e} relative (solver status {res['status']!r}, cone-constraint violation "
+                    f"{res['violation']:.1e}); the network is exact only at a feasible solution",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+        self.equivalence_gap_ = float(max(gaps))
         self.network_: BNNetwork = concatenate_networks(res["network"] for res in results)
         self.n_neurons_ = int(self.network_.n_neurons)
         self.objective_ = float(sum(res["objective"] for res in results)) / n
@@ -265,7 +287,7 @@ class _ConvexBNBase(BaseEstimator):
 
     def _forward(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = validate_data(self, prepare_data(X), reset=False, dtype=np.float64)
         return self.network_.forward(X, training=False)
 
     # --- persistence -------------------------------------------------------------------------------
@@ -284,7 +306,7 @@ class _ConvexBNBase(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True  # densified with a warning (prepare_data)
         return tags
 
 
@@ -351,6 +373,10 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
         Distinct patterns used.
     constraint_violation_ : float
         Largest relative cone-constraint violation (0 up to solver accuracy).
+    equivalence_gap_ : float
+        Largest relative gap between the recovered network's objective (3), by a forward pass on the
+        training data, and the convex objective (4); above ``EQUIVALENCE_RTOL`` (1e-6) a
+        ``ConvergenceWarning`` says which program and why (status, constraint violation).
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Only when ``X`` has string feature names.
@@ -406,8 +432,19 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
         self
         """
         dtype = self._check_params()
-        X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
-        check_classification_targets(y)
+        X, y = validate_data(self, prepare_data(X), y, dtype=np.float64, ensure_min_samples=2)
+        if y.dtype == object and len({type(v) for v in y.ravel()}) > 1:
+            raise TypeError(
+                f"y mixes label types {sorted({type(v).__name__ for v in y.ravel()})}; "
+                "class labels must be all numbers or all strings"
+            )
+        try:
+            check_classification_targets(y)
+        except ValueError as exc:
+            raise ValueError(
+                f"y: {type(self).__name__} needs discrete class labels ({exc}); for a real-valued "
+                "target use ConvexBNRegressor"
+            ) from None
         classes, y_index = np.unique(y, return_inverse=True)
         if classes.size < 2:
             raise ValueError(
@@ -496,7 +533,15 @@ class ConvexBNRegressor(RegressorMixin, _ConvexBNBase):
         self
         """
         dtype = self._check_params()
-        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
+        X, y = validate_data(
+            self,
+            prepare_data(X),
+            y,
+            dtype=np.float64,
+            multi_output=True,
+            y_numeric=True,
+            ensure_min_samples=2,
+        )
         self._y_ndim = y.ndim
         Y = y.reshape(len(y), -1)
         return self._fit_programs(X, [Y[:, c] for c in range(Y.shape[1])], "squared", dtype)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 
 import numpy as np
@@ -32,7 +33,7 @@ FORMAT_VERSION = 1
 _NETWORK_ARRAYS = ("weights", "gamma", "alpha", "output", "running_mean", "running_norm")
 _FITTED_SCALARS = (
     "n_features_in_", "n_neurons_", "objective_", "solver_", "n_iter_", "n_arrangements_",
-    "constraint_violation_", "_y_ndim",
+    "constraint_violation_", "equivalence_gap_", "_y_ndim",
 )  # fmt: skip
 
 
@@ -102,9 +103,19 @@ def save_estimator(estimator, path) -> None:
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, metadata=payload, **arrays)
-    os.replace(tmp, path)
+    # a unique temporary file in the destination's folder, flushed to disk, then renamed over the
+    # destination: a crash at any point leaves either the old file or the new one, never a torn one
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp.npz")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, metadata=payload, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def load_estimator(path, *, expected_class=None, check_version: bool = True):

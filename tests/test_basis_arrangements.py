@@ -56,7 +56,7 @@ def test_basis_rank_tol_is_relative():
         (np.array([[1.0, np.nan], [2.0, 3.0]]), "NaN"),
         (np.array([[1.0, np.inf], [2.0, 3.0]]), "infinity"),
         (np.array([[1.0, 2.0]]), "minimum of 2"),
-        (np.arange(5.0), "2D array"),
+        (np.arange(5.0), "X must be 2-D"),
     ],
 )
 def test_basis_bad_input(X, match):

@@ -27,7 +27,14 @@ import os
 
 import torch
 
-from .torch_backend import atomic_save, cone_violation, finished_groups, warm_start_arrays
+from .torch_backend import (
+    cone_violation,
+    finished_groups,
+    load_checkpoint,
+    problem_fingerprint,
+    save_checkpoint,
+    warm_start_arrays,
+)
 
 __all__ = ["solve_admm"]
 
@@ -173,9 +180,10 @@ def solve_admm(
     n = problem.n_samples
     beta, loss = float(problem.beta), problem.loss
 
+    fingerprint = problem_fingerprint(problem, "admm", dtype)
     state = None
     if resume and checkpoint is not None and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, map_location=dev, weights_only=False)
+        state = load_checkpoint(checkpoint, fingerprint, dev)
     if state is None:
         x = torch.zeros((2, C, P, k), device=dev, dtype=dtype)
         if warm_start is not None:
@@ -205,7 +213,7 @@ def solve_admm(
 
     def save():
         if checkpoint is not None:
-            atomic_save(state, checkpoint)
+            save_checkpoint(state, checkpoint, fingerprint)
 
     bar = None
     if progress:

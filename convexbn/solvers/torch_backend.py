@@ -23,6 +23,7 @@ The hinge loss is smoothed (Huber, parameter ``mu``) with continuation ``mu -> m
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -72,6 +73,66 @@ def atomic_save(obj, path) -> None:
     os.close(fd)
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+CHECKPOINT_FORMAT = "convexbn-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be resumed: unreadable, not a convexbn checkpoint, or of another problem."""
+
+
+def problem_fingerprint(problem, method: str, dtype) -> str:
+    """SHA-256 of everything that determines a solve's iterates: data, patterns, targets, beta, loss,
+    formulation, method and dtype (not the device: a CPU checkpoint may resume on a GPU)."""
+    h = hashlib.sha256()
+    h.update(f"{method}|{problem.formulation}|{problem.loss.name}|{problem.beta!r}|{dtype}|".encode())
+    for array in (problem.Uprime, problem.mask, problem.Y):
+        h.update(f"{array.dtype.str}{array.shape}".encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(state: dict, path, fingerprint: str) -> None:
+    """Write a solver state with its format tag and problem fingerprint (atomically)."""
+    atomic_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "fingerprint": fingerprint,
+            "state": state,
+        },
+        path,
+    )
+
+
+def load_checkpoint(path, fingerprint: str, device) -> dict:
+    """Read a state written by :func:`save_checkpoint` for the same problem.
+
+    ``torch.load(weights_only=True)`` never runs code from the file. Raises :class:`CheckpointError`
+    for a truncated or corrupt file, a file that is not a convexbn checkpoint, another format version,
+    or a checkpoint of another problem (so a stale file is never silently resumed).
+    """
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # zip/pickle errors of every kind on a torn or foreign file
+        raise CheckpointError(
+            f"checkpoint {os.fspath(path)!r} cannot be read (truncated or corrupt?): {exc}"
+        ) from exc
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{os.fspath(path)!r} is not a convexbn solver checkpoint")
+    if obj.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {os.fspath(path)!r} has format version {obj.get('version')}, this convexbn "
+            f"reads version {CHECKPOINT_VERSION}"
+        )
+    if obj.get("fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"checkpoint {os.fspath(path)!r} was written for another problem (data, patterns, targets, "
+            "beta, loss, method or dtype differ); delete it or pass resume=False"
+        )
+    return obj["state"]
 
 
 def finished_groups(X, method: str, device, dtype):
@@ -286,9 +347,10 @@ def solve_torch(
     shape = (2 if exact else 1, C, P, k)
     hinge = problem.loss.name == "hinge"
 
+    fingerprint = problem_fingerprint(problem, "al", dtype)
     state = None
     if resume and checkpoint is not None and os.path.exists(checkpoint):
-        state = TorchSolverState(**torch.load(checkpoint, map_location=ops.device, weights_only=False))
+        state = TorchSolverState(**load_checkpoint(checkpoint, fingerprint, ops.device))
     if state is None:
         X0 = torch.zeros(shape, device=ops.device, dtype=dtype)
         phase = "gated" if exact else "main"
@@ -325,7 +387,7 @@ def solve_torch(
 
     def save():
         if checkpoint is not None:
-            atomic_save(state.to_dict(), checkpoint)
+            save_checkpoint(state.to_dict(), checkpoint, fingerprint)
 
     def report():
         """Call the user's callback with the current point; True asks to stop."""

@@ -37,7 +37,13 @@ import os
 import torch
 
 from .cone_projection import project_cones
-from .torch_backend import atomic_save, finished_groups, warm_start_arrays
+from .torch_backend import (
+    finished_groups,
+    load_checkpoint,
+    problem_fingerprint,
+    save_checkpoint,
+    warm_start_arrays,
+)
 
 __all__ = ["solve_fista"]
 
@@ -127,9 +133,10 @@ def solve_fista(
     beta = float(problem.beta)
     shape = (2, C, P, k)
 
+    fingerprint = problem_fingerprint(problem, "fista", dtype)
     state = None
     if resume and checkpoint is not None and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, map_location=dev, weights_only=False)
+        state = load_checkpoint(checkpoint, fingerprint, dev)
     if state is None:
         X = torch.zeros(shape, device=dev, dtype=dtype)
         faces = torch.full((2 * C * P, k), -1, dtype=torch.long, device=dev)
@@ -143,7 +150,7 @@ def solve_fista(
 
     def save():
         if checkpoint is not None:
-            atomic_save(state, checkpoint)
+            save_checkpoint(state, checkpoint, fingerprint)
 
     bar = None
     if progress:
