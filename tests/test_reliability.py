@@ -543,3 +543,34 @@ def test_same_seed_gives_bit_identical_results(solver):
         sample_arrangements(basis, 15, random_state=7).mask,
         sample_arrangements(basis, 15, random_state=7).mask,
     )
+
+
+# --- the torch network and its trainer ------------------------------------------------------------------
+def test_network_and_trainer_inputs():
+    from convexbn.nn import TwoLayerNet, train_network
+
+    def net(**kw):
+        return TwoLayerNet(4, 3, 1, n_train=30, **kw)
+
+    with pytest.raises(ValueError, match="n_neurons must be >= 1, got 0"):
+        TwoLayerNet(4, 0, 1, n_train=30)
+    with pytest.raises(ValueError, match="n_train must be >= 2 for a normalized network"):
+        TwoLayerNet(4, 3, 1, n_train=1)
+    with pytest.raises(ValueError, match="unknown norm 'layer'"):
+        net(norm="layer")
+    with pytest.raises(ValueError, match="X has 3 features, the model expects 4"):
+        net().to_network(X0[:, :3], beta=0.1)
+    with pytest.raises(ValueError, match="X has 3 features, the model expects 4"):
+        train_network(net(), X0[:, :3], Y0, beta=0.1, epochs=1)
+    with pytest.raises(ValueError, match="targets contain NaN or infinity"):
+        train_network(net(), X0, np.r_[np.nan, Y0[1:]], beta=0.1, epochs=1)
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        train_network(net(), _with_nan(X0), Y0, beta=0.1, epochs=1)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        train_network(net(), X0, Y0, beta=0.0, epochs=1)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        train_network(net(), X0, Y0, beta=0.1, epochs=1, lr=-1.0)
+    # numpy float64 data into a float32 model, and torch tensors: converted to the model's dtype
+    run32 = train_network(net(dtype=torch.float32), X0, Y0, beta=0.1, epochs=2, random_state=0)
+    run64 = train_network(net(), torch.as_tensor(X0), Y0, beta=0.1, epochs=2, random_state=0)
+    assert np.isfinite(run32.objective) and np.isfinite(run64.objective)

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
+from .._validation import check_data, check_positive_int
 from ..losses import get_loss
 from ..network import BNNetwork
 from .layers import FullNormalization, NormLayer, PopulationNormalization, SpecBatchNorm, exact_statistics
@@ -82,6 +82,10 @@ class TwoLayerNet(nn.Module):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}")
+        for value, name in ((n_features, "n_features"), (n_neurons, "n_neurons"), (n_outputs, "n_outputs")):
+            check_positive_int(value, name)
+        if check_positive_int(n_train, "n_train") < 2 and norm != "none":
+            raise ValueError(f"n_train must be >= 2 for a normalized network, got {n_train}")
         self.norm_kind = norm
         self.n_train = int(n_train)
         plain = norm == "none"
@@ -193,7 +197,10 @@ class TwoLayerNet(nn.Module):
 
         Its numpy ``objective(X, y)`` equals :meth:`objective` (same function, same penalty).
         """
-        Xt = torch.as_tensor(np.asarray(X), dtype=self.first.weight.dtype)
+        X = check_data(X)
+        if X.shape[1] != self.first.in_features:
+            raise ValueError(f"X has {X.shape[1]} features, the model expects {self.first.in_features}")
+        Xt = torch.as_tensor(X, dtype=self.first.weight.dtype, device=self.first.weight.device)
         with torch.no_grad():
             W, gamma, alpha, V = (t.detach().cpu().numpy() for t in self.spec_parameters(Xt))
         return BNNetwork.from_parameters(X, W, gamma, alpha, V, beta, get_loss(loss).name)
@@ -255,7 +262,10 @@ class TwoLayerNet(nn.Module):
         if last.bias is not None:
             raise ValueError("the last Linear has a bias; the spec's network (eq. (2)) has no output bias")
         dtype = first.weight.dtype
-        Xt = torch.as_tensor(np.asarray(X), dtype=dtype)
+        X = check_data(X)
+        if X.shape[1] != first.in_features:
+            raise ValueError(f"X has {X.shape[1]} features, the module expects {first.in_features}")
+        Xt = torch.as_tensor(X, dtype=dtype, device=first.weight.device)
         n = Xt.shape[0]
         model = cls(
             first.in_features, first.out_features, last.out_features, n_train=n, norm="batch", dtype=dtype
