@@ -26,9 +26,11 @@ import numpy as np
 
 from .network import BNNetwork
 
-__all__ = ["save_estimator", "load_estimator", "ModelFileError", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save_estimator", "load_estimator", "save_network", "load_network", "ModelFileError", "FORMAT",
+           "FORMAT_VERSION"]  # fmt: skip
 
 FORMAT = "convexbn-model"
+NETWORK_FORMAT = "convexbn-network"
 FORMAT_VERSION = 1
 _NETWORK_ARRAYS = ("weights", "gamma", "alpha", "output", "running_mean", "running_norm")
 _FITTED_SCALARS = (
@@ -97,9 +99,13 @@ def save_estimator(estimator, path) -> None:
                 raise ModelFileError("only numeric or string class labels can be saved")
             classes = classes.astype(str)
         arrays["classes"] = classes
-    meta["sha256"] = {name: _digest(a) for name, a in arrays.items()}
-    payload = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    _write_archive(path, arrays, meta)
 
+
+def _write_archive(path, arrays: dict, meta: dict) -> str:
+    """Write ``arrays`` and the JSON ``meta`` (with every array's SHA-256) to ``path`` (.npz) atomically."""
+    meta = {**meta, "sha256": {name: _digest(a) for name, a in arrays.items()}}
+    payload = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
@@ -116,6 +122,94 @@ def save_estimator(estimator, path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def _read_archive(path, fmt: str, check_version: bool, what: str):
+    """Read and check an archive written by :func:`_write_archive`: ``(meta, arrays)``."""
+    from . import __version__
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no {what} file at {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            contents = {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise ModelFileError(
+            f"{path!r} is not a readable convexbn {what} file (corrupt or truncated?): {exc}"
+        ) from exc
+    if "metadata" not in contents:
+        raise ModelFileError(f"{path!r} is an .npz archive but not a convexbn {what} file (no metadata)")
+    try:
+        meta = json.loads(contents.pop("metadata").tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path!r}: the metadata is corrupt: {exc}") from exc
+    if meta.get("format") != fmt:
+        raise ModelFileError(f"{path!r} is not a convexbn {what} file (format {meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path!r} has {what} format version {meta.get('format_version')}, this convexbn reads "
+            f"version {FORMAT_VERSION}"
+        )
+    if check_version and meta.get("convexbn_version") != __version__:
+        raise ModelFileError(
+            f"{path!r} was written by convexbn {meta.get('convexbn_version')}, this is convexbn "
+            f"{__version__}; pass check_version=False to load it anyway"
+        )
+    expected = meta.get("sha256", {})
+    if set(expected) != set(contents):
+        raise ModelFileError(
+            f"{path!r} is corrupt: arrays {sorted(contents)} do not match {sorted(expected)}"
+        )
+    for name, array in contents.items():
+        if _digest(array) != expected[name]:
+            raise ModelFileError(f"{path!r} is corrupt: checksum mismatch in array {name!r}")
+    return meta, contents
+
+
+def save_network(network: BNNetwork, path, *, report: dict | None = None) -> str:
+    """Write a :class:`~convexbn.BNNetwork` in the portable format (``.npz``, no pickle, checksummed).
+
+    Parameters
+    ----------
+    network : BNNetwork
+    path : str or path-like
+        ``.npz`` is appended when missing. Written atomically (temporary file, fsync, rename).
+    report : dict, optional
+        JSON-serializable facts stored beside the network (the CLI stores its solve report).
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    from . import __version__
+
+    if not isinstance(network, BNNetwork):
+        raise TypeError(f"expected a BNNetwork, got {type(network).__name__}")
+    arrays = {name: np.asarray(getattr(network, name), dtype=np.float64) for name in _NETWORK_ARRAYS}
+    meta = {
+        "format": NETWORK_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "convexbn_version": __version__,
+        "network": {"n_train": int(network.n_train), "beta": float(network.beta), "loss": network.loss},
+        "report": report or {},
+    }
+    return _write_archive(path, arrays, meta)
+
+
+def load_network(path, *, check_version: bool = True) -> tuple[BNNetwork, dict]:
+    """Load a network written by :func:`save_network`: ``(network, report)``.
+
+    Raises
+    ------
+    FileNotFoundError, ModelFileError
+        As :func:`load_estimator`.
+    """
+    meta, contents = _read_archive(path, NETWORK_FORMAT, check_version, "network")
+    network = BNNetwork(**{name: contents[name] for name in _NETWORK_ARRAYS}, **meta["network"])
+    return network, meta.get("report", {})
 
 
 def load_estimator(path, *, expected_class=None, check_version: bool = True):
@@ -136,46 +230,9 @@ def load_estimator(path, *, expected_class=None, check_version: bool = True):
     ModelFileError
         If the file is not a convexbn model, is corrupt, or fails a check above.
     """
-    from . import __version__
     from .estimators import ConvexBNClassifier, ConvexBNRegressor
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no model file at {path!r}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            contents = {name: data[name] for name in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise ModelFileError(
-            f"{path!r} is not a readable convexbn model file (corrupt or truncated?): {exc}"
-        ) from exc
-    if "metadata" not in contents:
-        raise ModelFileError(f"{path!r} is an .npz archive but not a convexbn model file (no metadata)")
-    try:
-        meta = json.loads(contents.pop("metadata").tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path!r}: the metadata is corrupt: {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path!r} is not a convexbn model file (format {meta.get('format')!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path!r} has model format version {meta.get('format_version')}, this convexbn reads "
-            f"version {FORMAT_VERSION}"
-        )
-    if check_version and meta.get("convexbn_version") != __version__:
-        raise ModelFileError(
-            f"{path!r} was written by convexbn {meta.get('convexbn_version')}, this is convexbn "
-            f"{__version__}; pass check_version=False to load it anyway"
-        )
-    expected = meta.get("sha256", {})
-    if set(expected) != set(contents):
-        raise ModelFileError(
-            f"{path!r} is corrupt: arrays {sorted(contents)} do not match {sorted(expected)}"
-        )
-    for name, array in contents.items():
-        if _digest(array) != expected[name]:
-            raise ModelFileError(f"{path!r} is corrupt: checksum mismatch in array {name!r}")
-
+    meta, contents = _read_archive(path, FORMAT, check_version, "model")
     classes = {"ConvexBNClassifier": ConvexBNClassifier, "ConvexBNRegressor": ConvexBNRegressor}
     cls = classes.get(meta.get("class"))
     if cls is None:
