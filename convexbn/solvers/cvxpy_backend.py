@@ -135,7 +135,8 @@ def solve_cvxpy(problem, *, cvxpy_solver: str = "CLARABEL", verbose: bool = Fals
     **solver_options
         Passed to ``cvxpy.Problem.solve`` (e.g. ``eps_abs`` for SCS, ``tol_gap_rel`` for Clarabel).
         Without any, a Clarabel solve that fails is retried with each of :data:`CLARABEL_RETRIES` in
-        turn, one that ends "optimal_inaccurate" with the first of them (``info["attempts"]``, ``info["failures"]`` say what happened).
+        turn, one that ends "optimal_inaccurate" with the first of them (``info["attempts"]`` and
+        ``info["failures"]`` say what happened).
 
     Raises
     ------
