@@ -63,6 +63,16 @@ def _json_param(name, value):
     )
 
 
+def _network_arrays(network: BNNetwork) -> tuple[dict, dict]:
+    """The network's arrays (float64) and its scalar fields, as stored in every archive."""
+    arrays = {name: np.asarray(getattr(network, name), dtype=np.float64) for name in _NETWORK_ARRAYS}
+    return arrays, {"n_train": int(network.n_train), "beta": float(network.beta), "loss": network.loss}
+
+
+def _network_from(meta: dict, contents: dict) -> BNNetwork:
+    return BNNetwork(**{name: contents[name] for name in _NETWORK_ARRAYS}, **meta["network"])
+
+
 def save_estimator(estimator, path) -> None:
     """Write a fitted :class:`~convexbn.ConvexBNClassifier` / :class:`~convexbn.ConvexBNRegressor`.
 
@@ -78,15 +88,14 @@ def save_estimator(estimator, path) -> None:
     from . import __version__
 
     check_is_fitted(estimator)
-    net: BNNetwork = estimator.network_
-    arrays = {name: np.asarray(getattr(net, name), dtype=np.float64) for name in _NETWORK_ARRAYS}
+    arrays, network_fields = _network_arrays(estimator.network_)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "convexbn_version": __version__,
         "class": type(estimator).__name__,
         "params": {k: _json_param(k, v) for k, v in estimator.get_params(deep=False).items()},
-        "network": {"n_train": int(net.n_train), "beta": float(net.beta), "loss": net.loss},
+        "network": network_fields,
         "fitted": {k: getattr(estimator, k) for k in _FITTED_SCALARS if hasattr(estimator, k)},
     }
     if hasattr(estimator, "feature_names_in_"):
@@ -188,12 +197,12 @@ def save_network(network: BNNetwork, path, *, report: dict | None = None) -> str
 
     if not isinstance(network, BNNetwork):
         raise TypeError(f"expected a BNNetwork, got {type(network).__name__}")
-    arrays = {name: np.asarray(getattr(network, name), dtype=np.float64) for name in _NETWORK_ARRAYS}
+    arrays, network_fields = _network_arrays(network)
     meta = {
         "format": NETWORK_FORMAT,
         "format_version": FORMAT_VERSION,
         "convexbn_version": __version__,
-        "network": {"n_train": int(network.n_train), "beta": float(network.beta), "loss": network.loss},
+        "network": network_fields,
         "report": report or {},
     }
     return _write_archive(path, arrays, meta)
@@ -208,8 +217,7 @@ def load_network(path, *, check_version: bool = True) -> tuple[BNNetwork, dict]:
         As :func:`load_estimator`.
     """
     meta, contents = _read_archive(path, NETWORK_FORMAT, check_version, "network")
-    network = BNNetwork(**{name: contents[name] for name in _NETWORK_ARRAYS}, **meta["network"])
-    return network, meta.get("report", {})
+    return _network_from(meta, contents), meta.get("report", {})
 
 
 def load_estimator(path, *, expected_class=None, check_version: bool = True):
@@ -241,7 +249,7 @@ def load_estimator(path, *, expected_class=None, check_version: bool = True):
         raise ModelFileError(f"{path!r} holds a {cls.__name__}, not a {expected_class.__name__}")
 
     estimator = cls(**meta["params"])
-    estimator.network_ = BNNetwork(**{name: contents[name] for name in _NETWORK_ARRAYS}, **meta["network"])
+    estimator.network_ = _network_from(meta, contents)
     for key, value in meta["fitted"].items():
         setattr(estimator, key, value)
     if "feature_names_in_" in meta:

@@ -156,9 +156,8 @@ def solve_cvxpy(problem, *, cvxpy_solver: str = "CLARABEL", verbose: bool = Fals
     if name == "CLARABEL" and not solver_options:
         attempts += list(CLARABEL_RETRIES)
     C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
-    kept, failures, runs = None, [], 0
+    kept, failures = None, []
     for attempt, options in enumerate(attempts):
-        runs += 1
         try:
             _run(prob, name, verbose, options)
         except SolverError as exc:
@@ -202,7 +201,7 @@ def solve_cvxpy(problem, *, cvxpy_solver: str = "CLARABEL", verbose: bool = Fals
             "solver_time": getattr(stats, "solve_time", None),
             "cvxpy_status": "optimal" if kept["status"] == "optimal" else cp.OPTIMAL_INACCURATE,
             "retried": kept["attempt"] > 0,
-            "attempts": runs,
+            "attempts": attempt + 1,
             "failures": failures,
             "target_scale": scale,
         },

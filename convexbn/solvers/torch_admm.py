@@ -180,7 +180,8 @@ def solve_admm(
     n = problem.n_samples
     beta, loss = float(problem.beta), problem.loss
 
-    fingerprint = problem_fingerprint(problem, "admm", dtype)
+    # hashing the data costs a pass over it: only when there is a checkpoint to write or check
+    fingerprint = problem_fingerprint(problem, "admm", dtype) if checkpoint is not None else None
     state = None
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint, fingerprint, dev)

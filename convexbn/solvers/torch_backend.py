@@ -347,7 +347,8 @@ def solve_torch(
     shape = (2 if exact else 1, C, P, k)
     hinge = problem.loss.name == "hinge"
 
-    fingerprint = problem_fingerprint(problem, "al", dtype)
+    # hashing the data costs a pass over it: only when there is a checkpoint to write or check
+    fingerprint = problem_fingerprint(problem, "al", dtype) if checkpoint is not None else None
     state = None
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         state = TorchSolverState(**load_checkpoint(checkpoint, fingerprint, ops.device))

@@ -133,7 +133,8 @@ def solve_fista(
     beta = float(problem.beta)
     shape = (2, C, P, k)
 
-    fingerprint = problem_fingerprint(problem, "fista", dtype)
+    # hashing the data costs a pass over it: only when there is a checkpoint to write or check
+    fingerprint = problem_fingerprint(problem, "fista", dtype) if checkpoint is not None else None
     state = None
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint, fingerprint, dev)
