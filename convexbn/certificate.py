@@ -28,7 +28,7 @@ from scipy.optimize import lsq_linear
 
 from .arrangements import Arrangements
 
-__all__ = ["Certificate", "certify", "cone_max"]
+__all__ = ["Certificate", "certify", "certify_network", "cone_max"]
 
 
 @dataclass(frozen=True)
@@ -109,23 +109,93 @@ def certify(solution, arrangements: Arrangements | None = None, *, tol: float = 
     if solution.formulation != "exact":
         raise ValueError("the certificate is for the exact program, not the gated relaxation")
     arrangements = problem.arrangements if arrangements is None else arrangements
-    if arrangements.n_samples != problem.n_samples:
-        raise ValueError("arrangements were built for a different number of samples")
     F = solution.predict_train()
     if problem.loss.smooth or solution.dual is None:
         grad = problem.loss.grad(F, problem.Y)
     else:
         grad = -solution.dual
+    return _certificate(problem, arrangements, grad, solution.objective, tol)
+
+
+def certify_network(
+    network,
+    X,
+    y,
+    *,
+    arrangements: Arrangements | None = None,
+    n_arrangements: int = 200,
+    random_state=0,
+    tol: float = 1e-4,
+) -> Certificate:
+    """Check the dual certificate of a (saved, or SGD-trained) BN network on its training data.
+
+    The network needs no solver: ``lambda = -grad L(F)`` at its training-mode outputs ``F`` on ``X``
+    (a subgradient for the hinge loss) is tested against every checked pattern (spec section 6), with the
+    network's own ``beta`` and loss. The checked patterns are the network's own activation patterns
+    (:func:`~convexbn.network_arrangements`), which make it a feasible point of the program, merged with
+    ``arrangements`` (default :func:`~convexbn.make_arrangements` with ``n_arrangements``: all patterns when
+    the Cover bound is that small, else a fresh sample). Then ``lower_bound <= optimum over the checked
+    patterns <= objective`` (the network's objective (3)), and with every pattern (``exact``) the lower bound
+    bounds the global optimum of (3), so a zero gap certifies the network as globally optimal.
+
+    Parameters
+    ----------
+    network : BNNetwork
+        With one output, or with each hidden neuron feeding one output (the per-output class of spec
+        section 8, which is what convexbn's solvers return); a neuron feeding several outputs belongs to a
+        larger class whose optimum may lie below this bound, and is refused.
+    X : array-like of shape (n, d)
+        The network's training data (BN's statistics are those of ``X``).
+    y : array-like
+        Targets encoded as ``network.loss`` expects.
+    arrangements : Arrangements, optional
+        Patterns of ``bn_basis(X)`` to check besides the network's own.
+    n_arrangements, random_state
+        For the default ``arrangements``.
+    tol : float
+        Relative gap below which ``certified`` is True.
+    """
+    from .arrangements import make_arrangements, merge_arrangements, network_arrangements
+    from .basis import bn_basis
+    from .problem import ConvexBNProblem
+
+    X = network._check_X(X)
+    shared = np.count_nonzero(network.output, axis=1) > 1
+    if np.any(shared):
+        raise ValueError(
+            f"{int(shared.sum())} hidden neurons feed several outputs; the certificate covers networks whose "
+            "neurons each feed one output (spec section 8)"
+        )
+    basis = bn_basis(X)
+    if arrangements is None:
+        arrangements = make_arrangements(basis, n_arrangements, random_state=random_state)
+    elif arrangements.n_samples != X.shape[0]:
+        raise ValueError("arrangements were built for a different number of samples")
+    checked = arrangements
+    if network.n_neurons:
+        checked = merge_arrangements(arrangements, network_arrangements(basis, network))
+    problem = ConvexBNProblem(basis, checked, y, beta=network.beta, loss=network.loss)
+    F = network.forward(X, training=True)
+    if F.shape != problem.Y.shape:
+        raise ValueError(f"y encodes to shape {problem.Y.shape}, the network outputs {F.shape}")
+    grad = problem.loss.grad(F, problem.Y)
+    return _certificate(problem, checked, grad, network.objective(X, y), tol)
+
+
+def _certificate(problem, arrangements: Arrangements, grad: np.ndarray, objective: float, tol: float):
+    """The certificate of the dual point ``-grad`` (scaled into feasibility) over ``arrangements``."""
+    if arrangements.n_samples != problem.n_samples:
+        raise ValueError("arrangements were built for a different number of samples")
     values = dual_values(problem.Uprime, arrangements.mask, -grad)
     max_value = float(values.max(initial=0.0))
     scale = 1.0 if max_value <= problem.beta else problem.beta / max_value
     lower = -problem.loss.conjugate(scale * grad, problem.Y)
-    gap = solution.objective - lower
-    rel = gap / max(abs(solution.objective), 1e-12)
+    gap = objective - lower
+    rel = gap / max(abs(objective), 1e-12)
     return Certificate(
         max_dual_value=max_value,
         ratio=max_value / problem.beta,
-        objective=solution.objective,
+        objective=objective,
         lower_bound=lower,
         gap=gap,
         relative_gap=rel,

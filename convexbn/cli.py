@@ -1,19 +1,27 @@
 """The ``convexbn`` command line.
 
+    convexbn compare                                   # convex optimum vs SGD/Adam BN nets (breast cancer)
     convexbn solve --data breast_cancer --beta 1 --arrangements 200 --out results/solve
+    convexbn path --data diabetes --n-betas 8
+    convexbn certify results/solve/network.npz --data breast_cancer
     convexbn solvers
 
 ``solve`` builds the convex program of a dataset, solves it, recovers the BN network, checks the
 equivalence (3) == (4) by a forward pass, computes the dual certificate over the program's patterns,
 prints a summary and writes ``network.npz`` (portable format, :func:`convexbn.persistence.save_network`),
-``report.json`` and ``fit.png``. Any user error (missing file, bad column, non-numeric data, a solver that
-is not installed, bad parameters) is one line on stderr and exit status 2.
+``report.json`` and ``fit.png``. ``compare`` runs :func:`convexbn.compare.compare_with_sgd` on a
+train/test split and writes its table, JSON record and figures. ``path`` solves a regularization path
+(largest ``beta`` first, warm-started) and ``certify`` checks a saved network against the dual
+certificate (:func:`convexbn.certificate.certify_network`). Any user error (missing file, bad column,
+non-numeric data, a solver that is not installed, bad parameters) is one line on stderr and exit status 2;
+``certify`` exits with 1 when the network is not certified.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -21,7 +29,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 LOSSES = ("auto", "squared", "logistic", "hinge", "cross_entropy")
 SOLVERS = ("auto", "cvxpy", "clarabel", "mosek", "scs", "torch", "closed-form")
@@ -29,31 +37,6 @@ SOLVERS = ("auto", "cvxpy", "clarabel", "mosek", "scs", "torch", "closed-form")
 
 class UserError(Exception):
     """An error the user can fix: printed as one line, exit status 2."""
-
-
-def _targets(dataset, loss: str):
-    """``(loss, y_for_the_program, classes)`` for the dataset and the requested loss."""
-    y = dataset.y
-    if loss == "auto":
-        if not dataset.classification:
-            loss = "squared"
-        else:
-            loss = "logistic" if np.unique(y).size == 2 else "cross_entropy"
-    if loss == "squared":
-        if y.dtype == object:
-            raise UserError(f"target {dataset.target_name!r} is not numeric; use a classification loss")
-        return loss, y.astype(np.float64), None
-    classes, index = np.unique(y, return_inverse=True)
-    if classes.size < 2:
-        raise UserError(f"target {dataset.target_name!r} has a single class ({classes[0]!r})")
-    if loss in ("logistic", "hinge"):
-        if classes.size != 2:
-            raise UserError(
-                f"loss {loss!r} needs two classes, target {dataset.target_name!r} has {classes.size}; "
-                "use --loss cross_entropy"
-            )
-        return loss, np.where(index == 1, 1.0, -1.0), classes
-    return loss, index, classes
 
 
 #: ``--solver auto`` uses Clarabel up to this many cone rows (2 n P) for the exponential-cone losses
@@ -72,24 +55,74 @@ def _pick_solver(problem, requested: str) -> str:
     return solver
 
 
+def _solver_options(solver: str, args) -> dict:
+    if solver == "torch":
+        return {"device": args.device, "progress": not args.quiet}
+    if args.device != "cpu":
+        raise UserError(f"--device {args.device} applies to the torch solver only (the solver is {solver})")
+    return {}
+
+
+def _load(args):
+    from .data import load_dataset
+
+    return load_dataset(args.data, target=args.target, max_samples=args.max_samples)
+
+
+def _json_ready(obj):
+    """Non-finite floats to None, NumPy scalars and arrays to Python, keys to strings (valid JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_ready(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path, "w") as handle:
+        json.dump(_json_ready(obj), handle, indent=1)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # figures are optional (the [plot] extra)
+        return None
+    return plt
+
+
+def _quality(F: np.ndarray, y: np.ndarray, classes) -> dict:
+    if classes is None:
+        return {"r2": float(1 - np.sum((F[:, 0] - y) ** 2) / np.sum((y - y.mean()) ** 2))}
+    if F.shape[1] == 1:
+        return {"accuracy": float(np.mean(np.sign(F[:, 0]) == y))}
+    return {"accuracy": float(np.mean(F.argmax(1) == y))}
+
+
+# ------------------------------------------------------------------------------------------------ solve
 def _solve(args) -> dict:
     from . import ConvexBNProblem, bn_basis, recover_network
     from .arrangements import make_arrangements
-    from .data import load_dataset
+    from .data import encode_task
     from .persistence import save_network
 
-    dataset = load_dataset(args.data, target=args.target)
-    loss, y, classes = _targets(dataset, args.loss)
+    dataset = _load(args)
+    loss, y, classes = encode_task(dataset, args.loss)
     X = dataset.X
     basis = bn_basis(X)
     arrangements = make_arrangements(basis, args.arrangements, random_state=args.seed)
     problem = ConvexBNProblem(basis, arrangements, y, beta=args.beta, loss=loss)
     solver = _pick_solver(problem, args.solver.replace("-", "_"))
-    options = {}
-    if solver == "torch":
-        options = {"device": args.device, "progress": not args.quiet}
-    elif args.device != "cpu":
-        raise UserError(f"--device {args.device} applies to the torch solver only (the solver is {solver})")
+    options = _solver_options(solver, args)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -100,12 +133,7 @@ def _solve(args) -> dict:
     gap = abs(forward - solution.objective) / max(abs(solution.objective), 1e-12)
     certificate = problem.certificate(solution)
     F = network.forward(X, training=False)
-    if classes is None:
-        quality = {"r2": float(1 - np.sum((F[:, 0] - y) ** 2) / np.sum((y - y.mean()) ** 2))}
-    elif F.shape[1] == 1:
-        quality = {"train_accuracy": float(np.mean(np.sign(F[:, 0]) == y))}
-    else:
-        quality = {"train_accuracy": float(np.mean(F.argmax(1) == y))}
+    quality = {f"train_{k}" if k == "accuracy" else k: v for k, v in _quality(F, y, classes).items()}
     report = {
         "data": dataset.source,
         "n_samples": int(X.shape[0]),
@@ -133,21 +161,17 @@ def _solve(args) -> dict:
         "classes": None if classes is None else [str(c) for c in classes],
         "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
     }
+    report = _json_ready(report)
     os.makedirs(args.out, exist_ok=True)
     save_network(network, os.path.join(args.out, "network.npz"), report=report)
-    with open(os.path.join(args.out, "report.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
+    _write_json(os.path.join(args.out, "report.json"), report)
     _plot_fit(F, y, classes, report, os.path.join(args.out, "fit.png"))
     return report
 
 
 def _plot_fit(F, y, classes, report, path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # the figure is optional ([plot] extra)
+    plt = _pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(5, 4))
     target = y if classes is None or F.shape[1] == 1 else y.astype(float)
@@ -161,7 +185,7 @@ def _plot_fit(F, y, classes, report, path) -> None:
     plt.close(fig)
 
 
-def _print_summary(report: dict) -> None:
+def _print_solve(report: dict) -> None:
     cert = report["certificate"]
     scope = "all patterns (global optimum)" if cert["global"] else f"the {report['arrangements']} patterns"
     r = report
@@ -180,6 +204,213 @@ def _print_summary(report: dict) -> None:
     print("\n".join(lines))
 
 
+# ---------------------------------------------------------------------------------------------- compare
+def _compare(args) -> dict:
+    from .compare import VARIANTS, compare_with_sgd, format_comparison_table
+    from .data import encode_task, split_and_standardize
+
+    dataset = _load(args)
+    loss, y, _ = encode_task(dataset, args.loss)
+    X, X_test, y, y_test = split_and_standardize(
+        dataset.X, y, test_size=args.test_size, random_state=args.seed, scale_target=loss == "squared"
+    )
+    variants = args.variants or list(VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise UserError(f"unknown --variants {unknown}; choose from {list(VARIANTS)}")
+    solver = args.solver.replace("-", "_")
+    if args.device != "cpu" and solver != "torch":
+        raise UserError(f"--device {args.device} applies to the torch solver only (the solver is {solver})")
+    options = {"device": args.device} if solver == "torch" else {}
+    start = time.perf_counter()
+    record = compare_with_sgd(
+        X, y, beta=args.beta, X_test=X_test, y_test=y_test, loss=loss, n_arrangements=args.arrangements,
+        solver=solver, solver_options=options, variants=variants, epochs=args.epochs,
+        batch_size=args.batch_size or None, resolve_with_sgd_patterns=not args.no_sgd_patterns,
+        landscape_every=args.landscape_every or None, random_state=args.seed, progress=not args.quiet,
+    )  # fmt: skip
+    record["data"] = dataset.source
+    record["total_time_s"] = time.perf_counter() - start
+    table = format_comparison_table(record, dataset.source)
+    os.makedirs(args.out, exist_ok=True)
+    _write_json(os.path.join(args.out, "compare.json"), record)
+    with open(os.path.join(args.out, "table.txt"), "w") as handle:
+        handle.write(table + "\n")
+    if _pyplot() is not None:
+        from .plotting import plot_comparison
+
+        record["figures"] = [str(p) for p in plot_comparison(record, args.out)]
+    record["table"] = table
+    return record
+
+
+def _print_compare(record: dict) -> None:
+    print(record["table"])
+    figures = ", ".join(record.get("figures", [])) or "none (pip install 'convexbn[plot]')"
+    print(f"\ntotal {record['total_time_s']:.1f} s; figures: {figures}")
+
+
+# ------------------------------------------------------------------------------------------------- path
+def _path(args) -> dict:
+    from . import bn_basis, recover_network
+    from .arrangements import make_arrangements
+    from .compare import evaluate_predictions
+    from .data import encode_task, split_and_standardize
+    from .path import critical_beta, regularization_path
+
+    dataset = _load(args)
+    loss, y, _ = encode_task(dataset, args.loss)
+    X, X_test, y, y_test = split_and_standardize(
+        dataset.X, y, test_size=args.test_size, random_state=args.seed, scale_target=loss == "squared"
+    )
+    basis = bn_basis(X)
+    arrangements = make_arrangements(basis, args.arrangements, random_state=args.seed)
+    beta_max = critical_beta(basis, arrangements, y, loss=loss)
+    if args.betas:
+        betas = np.asarray(args.betas, dtype=np.float64)
+        if np.any(~np.isfinite(betas)) or np.any(betas <= 0):
+            raise UserError(f"--betas must be positive, got {args.betas}")
+    else:
+        if not 0 < args.min_ratio < 1:
+            raise UserError(f"--min-ratio must be in (0, 1), got {args.min_ratio}")
+        betas = beta_max * np.geomspace(0.95, args.min_ratio, args.n_betas)
+    solver = args.solver.replace("-", "_")
+    options = _solver_options(solver, args) if solver == "torch" else {}
+    if solver != "torch" and args.device != "cpu":
+        raise UserError(f"--device {args.device} applies to the torch solver only (the solver is {solver})")
+    start = time.perf_counter()
+    solutions = regularization_path(basis, arrangements, y, betas, loss=loss, solver=solver, **options)
+    total = time.perf_counter() - start
+    points = []
+    for solution in solutions:
+        network = recover_network(solution)
+        points.append(
+            {
+                "beta": solution.problem.beta,
+                "objective": solution.objective,
+                "forward_objective": network.objective(X, y),
+                "n_neurons": network.n_neurons,
+                "status": solution.status,
+                "n_iter": solution.n_iter,
+                "solve_time_s": solution.solve_time,
+                "train": evaluate_predictions(network.forward(X, training=False), y, loss),
+                "test": evaluate_predictions(network.forward(X_test, training=False), y_test, loss),
+            }
+        )
+    record = {
+        "data": dataset.source,
+        "loss": loss,
+        "n_samples": int(X.shape[0]),
+        "arrangements": arrangements.n_patterns,
+        "solver": solutions[0].solver,
+        "critical_beta": beta_max,
+        "total_time_s": total,
+        "points": points,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    _write_json(os.path.join(args.out, "path.json"), record)
+    plt = _pyplot()
+    if plt is not None:
+        record["figures"] = [_plot_path(plt, record, os.path.join(args.out, "path.png"))]
+    return record
+
+
+def _plot_path(plt, record: dict, path: str) -> str:
+    points = record["points"]
+    metric = "accuracy" if "accuracy" in points[0]["test"] else "r2"
+    betas = [p["beta"] for p in points]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    axes[0].plot(betas, [p["objective"] for p in points], "o-")
+    axes[0].set_ylabel("objective (3) = (4)")
+    axes[1].plot(betas, [p["n_neurons"] for p in points], "o-")
+    axes[1].set_ylabel("neurons")
+    axes[2].plot(betas, [p["train"][metric] for p in points], "o-", label="train")
+    axes[2].plot(betas, [p["test"][metric] for p in points], "s-", label="test")
+    axes[2].set_ylabel(metric)
+    axes[2].legend()
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("beta")
+        ax.axvline(record["critical_beta"], color="gray", ls=":", lw=1)
+    fig.suptitle(f"{record['data']}: regularization path ({record['loss']}, P={record['arrangements']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _print_path(record: dict) -> None:
+    metric = "accuracy" if "accuracy" in record["points"][0]["test"] else "r2"
+    print(f"{record['data']}: loss={record['loss']}, P={record['arrangements']}, solver {record['solver']}, "
+          f"critical beta {record['critical_beta']:.6g} (zero network at or above)")  # fmt: skip
+    print(
+        f"{'beta':>12s} {'objective':>14s} {'neurons':>8s} {'train ' + metric:>14s} {'test ' + metric:>14s}"
+    )
+    for p in record["points"]:
+        print(f"{p['beta']:12.5g} {p['objective']:14.8g} {p['n_neurons']:8d} {p['train'][metric]:14.4f} "
+              f"{p['test'][metric]:14.4f}")  # fmt: skip
+    figures = ", ".join(record.get("figures", [])) or "none (pip install 'convexbn[plot]')"
+    print(f"total {record['total_time_s']:.1f} s; figure: {figures}")
+
+
+# ---------------------------------------------------------------------------------------------- certify
+def _certify(args) -> dict:
+    from .arrangements import make_arrangements
+    from .basis import bn_basis
+    from .certificate import certify_network
+    from .data import encode_task
+    from .persistence import load_network
+
+    network, report = load_network(args.model)
+    dataset = _load(args)
+    _, y, _ = encode_task(dataset, network.loss)
+    if dataset.X.shape != (network.n_train, network.n_features):
+        raise UserError(
+            f"the network was trained on {network.n_train} samples of {network.n_features} features; "
+            f"--data {args.data} has shape {dataset.X.shape} (certify needs the training data)"
+        )
+    method = "exact" if args.exact else "auto"
+    arrangements = make_arrangements(bn_basis(dataset.X), args.arrangements, method=method,
+                                     random_state=args.seed)  # fmt: skip
+    start = time.perf_counter()
+    cert = certify_network(network, dataset.X, y, arrangements=arrangements, tol=args.tol)
+    return {
+        "model": str(args.model),
+        "data": dataset.source,
+        "loss": network.loss,
+        "beta": network.beta,
+        "n_neurons": network.n_neurons,
+        "objective": cert.objective,
+        "stored_objective": report.get("objective"),
+        "lower_bound": cert.lower_bound,
+        "relative_gap": cert.relative_gap,
+        "ratio": cert.ratio,
+        "n_checked": cert.n_checked,
+        "global": cert.exact,
+        "certified": cert.certified,
+        "tol": cert.tol,
+        "time_s": time.perf_counter() - start,
+    }
+
+
+def _print_certify(record: dict) -> None:
+    scope = (
+        "every pattern: a bound on the global optimum of (3)"
+        if record["global"]
+        else "the network's own patterns and a fresh sample"
+    )
+    verdict = "CERTIFIED" if record["certified"] else "NOT certified"
+    print(
+        f"network     {record['model']}: {record['n_neurons']} neurons, loss={record['loss']}, "
+        f"beta={record['beta']:g}\n"
+        f"objective   {record['objective']:.10g} (forward pass on {record['data']})\n"
+        f"dual        max dual value / beta = {record['ratio']:.4g} over {record['n_checked']} patterns "
+        f"({scope})\n"
+        f"bound       lower bound {record['lower_bound']:.10g}, relative gap {record['relative_gap']:.2e}\n"
+        f"verdict     {verdict} at tolerance {record['tol']:g} ({record['time_s']:.1f} s)"
+    )
+
+
 def _solvers(_args) -> dict:
     from .solvers import available_solvers
 
@@ -189,28 +420,77 @@ def _solvers(_args) -> dict:
     return table
 
 
+# ------------------------------------------------------------------------------------------------ parser
+def _data_arguments(parser: argparse.ArgumentParser, default: str | None = "breast_cancer") -> None:
+    parser.add_argument("--data", default=default, required=default is None,
+                        help="breast_cancer|digits|wine|iris|diabetes, a .csv/.npz file, or mnist:DIR / "
+                        "cifar10:DIR (a local copy)")  # fmt: skip
+    parser.add_argument("--target", default=None, help="target column (CSV; default last) or array (NPZ)")
+    parser.add_argument("--max-samples", type=int, default=None, help="keep the first N samples")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the patterns, split and training")
+
+
+def _program_arguments(parser: argparse.ArgumentParser, beta: float | None, solver: str) -> None:
+    if beta is not None:
+        parser.add_argument("--beta", type=float, default=beta, help="weight decay of (3) (summed loss)")
+    parser.add_argument("--arrangements", type=int, default=200, help="patterns to sample (exact if fewer)")
+    parser.add_argument("--solver", choices=SOLVERS, default=solver)
+    parser.add_argument("--loss", choices=LOSSES, default="auto")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (torch solver)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``convexbn`` argument parser (one subcommand per job)."""
     parser = argparse.ArgumentParser(prog="convexbn", description="Globally optimal two-layer BN networks.")
     sub = parser.add_subparsers(dest="command", required=True)
+
     solve = sub.add_parser("solve", help="solve the convex program, recover the network, certify it")
-    solve.add_argument("--data", default="breast_cancer",
-                       help="breast_cancer|digits|wine|iris|diabetes, or a .csv/.npz file")  # fmt: skip
-    solve.add_argument("--target", default=None, help="target column (CSV; default last) or array (NPZ)")
-    solve.add_argument("--beta", type=float, default=1.0, help="weight decay of (3) (summed loss)")
-    solve.add_argument("--arrangements", type=int, default=200, help="patterns to sample (exact if fewer)")
-    solve.add_argument("--solver", choices=SOLVERS, default="auto")
-    solve.add_argument("--loss", choices=LOSSES, default="auto")
-    solve.add_argument("--device", default="cpu", help="cpu or cuda (torch solver)")
-    solve.add_argument("--seed", type=int, default=0)
+    _data_arguments(solve)
+    _program_arguments(solve, beta=1.0, solver="auto")
     solve.add_argument("--out", default="convexbn-out")
-    solve.add_argument("--quiet", action="store_true", help="no progress bar")
-    solve.set_defaults(run=_solve, show=_print_summary)
+    solve.set_defaults(run=_solve, show=_print_solve)
+
+    compare = sub.add_parser("compare", help="convex optimum vs SGD/Adam-trained BN networks and variants")
+    _data_arguments(compare)
+    _program_arguments(compare, beta=1.0, solver="torch")
+    compare.add_argument("--epochs", type=int, default=200, help="training epochs of every network")
+    compare.add_argument("--batch-size", type=int, default=32, help="mini-batch size (0: full batch)")
+    compare.add_argument("--variants", nargs="+", default=None, help="subset of the harness's variants")
+    compare.add_argument("--test-size", type=float, default=0.25)
+    compare.add_argument("--landscape-every", type=int, default=20, help="steps between probes (0: none)")
+    compare.add_argument("--no-sgd-patterns", action="store_true",
+                         help="skip the re-solve with the trained networks' patterns")  # fmt: skip
+    compare.add_argument("--out", default="convexbn-compare")
+    compare.set_defaults(run=_compare, show=_print_compare)
+
+    path = sub.add_parser("path", help="regularization path over beta (largest first, warm-started)")
+    _data_arguments(path)
+    _program_arguments(path, beta=None, solver="torch")
+    path.add_argument("--betas", type=float, nargs="+", default=None,
+                      help="weight decays (default: --n-betas values below the critical beta)")  # fmt: skip
+    path.add_argument("--n-betas", type=int, default=8)
+    path.add_argument("--min-ratio", type=float, default=1e-3, help="smallest beta / critical beta")
+    path.add_argument("--test-size", type=float, default=0.25)
+    path.add_argument("--out", default="convexbn-path")
+    path.set_defaults(run=_path, show=_print_path)
+
+    certify = sub.add_parser("certify", help="check a saved network against the dual certificate")
+    certify.add_argument("model", help="a network.npz written by `convexbn solve` (or save_network)")
+    _data_arguments(certify)
+    certify.add_argument("--arrangements", type=int, default=1000,
+                         help="fresh patterns to check besides the network's own (all if fewer)")  # fmt: skip
+    certify.add_argument("--exact", action="store_true", help="enumerate every pattern (small problems)")
+    certify.add_argument("--tol", type=float, default=1e-4, help="relative gap that counts as certified")
+    certify.set_defaults(run=_certify, show=_print_certify)
+
     solvers = sub.add_parser("solvers", help="which solvers can run here, and why not")
     solvers.set_defaults(run=_solvers, show=None)
     return parser
 
 
 def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0, 1 = not certified, 2 = a user error)."""
     from .persistence import ModelFileError
     from .problem import SolverError
     from .solvers.torch_backend import CheckpointError
@@ -225,6 +505,8 @@ def main(argv=None) -> int:
         return 2
     if args.show is not None:
         args.show(result)
+    if args.command == "certify" and not result["certified"]:
+        return 1
     return 0
 
 

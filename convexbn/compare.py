@@ -32,6 +32,7 @@ __all__ = [
     "sorted_batches_experiment",
     "batch_size_experiment",
     "evaluate_predictions",
+    "format_comparison_table",
 ]
 
 #: Network variants of the harness: name -> (TwoLayerNet norm, optimizer, extra train_network options).
@@ -442,3 +443,36 @@ def batch_size_experiment(
         .detach()
     )
     return {"beta": beta, "loss": loss, "epochs": epochs, "initial_bn_objective": initial, "runs": runs}
+
+
+def format_comparison_table(record: dict, title: str = "") -> str:
+    """The record of :func:`compare_with_sgd` as a text table.
+
+    One row per method: objective (3) at the end, the best recorded, training (or solve) wall time, and the
+    test metric (accuracy for classification losses, R^2 for the squared loss).
+    """
+    c = record["convex"]
+    metric = "accuracy" if "accuracy" in c.get("test", {}) else "r2"
+    n, d = record["n_samples"], record["n_features"]
+    head = f"{title}: " if title else ""
+    lines = [
+        f"{head}n={n}, d={d}, beta={record['beta']:g}, loss={record['loss']}, epochs={record['epochs']}",
+        f"{'method':40s} {'objective (3)':>14s} {'best':>12s} {'time [s]':>9s} {'test ' + metric:>14s}",
+    ]
+
+    def row(name, objective, best, seconds, test, note=""):
+        test_value = test.get(metric, float("nan")) if test else float("nan")
+        lines.append(f"{name:40s} {objective:14.6g} {best:12.6g} {seconds:9.2f} {test_value:14.4f}{note}")
+
+    row(f"convex, P={c['n_arrangements']}", c["objective"], c["forward_objective"], c["solve_time"],
+        c.get("test"), f"   m={c['n_neurons']}, {c['solver']}")  # fmt: skip
+    g = record.get("convex_with_sgd_patterns")
+    if g:
+        row(f"convex + trained nets' patterns ({g['n_arrangements']})", g["objective"],
+            g["forward_objective"], g["solve_time"], g.get("test"), f"   m={g['n_neurons']}")  # fmt: skip
+    for name, run in record["variants"].items():
+        note = f"   lr={run['lr']:.3g}" + (
+            "" if run["comparable_to_convex"] else ", plain net: another objective"
+        )
+        row(name, run["objective"], run["best_objective"], run["wall_time"], run.get("test"), note)
+    return "\n".join(lines)

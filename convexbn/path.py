@@ -6,9 +6,35 @@ import numpy as np
 
 from .arrangements import Arrangements
 from .basis import BNBasis
+from .certificate import dual_values
+from .losses import get_loss
 from .problem import ConvexBNProblem, ConvexBNSolution
 
-__all__ = ["regularization_path"]
+__all__ = ["critical_beta", "regularization_path"]
+
+
+def critical_beta(basis: BNBasis, arrangements: Arrangements, y, *, loss: str = "squared") -> float:
+    """The smallest ``beta`` at which the empty network (all groups zero) solves program (4).
+
+    Zero is optimal iff ``lambda = -grad L(0)`` is dual feasible (spec section 6): the largest dual value
+    ``max |lambda_c^T D_i U' u|`` over the cone and unit ball, taken over ``arrangements``. A path starts
+    just below it; every ``beta`` at or above it gives ``n_neurons == 0``.
+
+    Parameters
+    ----------
+    basis, arrangements, y, loss
+        As for :class:`~convexbn.ConvexBNProblem`.
+
+    Returns
+    -------
+    float
+    """
+    lossf = get_loss(loss)
+    Y = lossf.encode_targets(y)
+    if Y.shape[0] != basis.n_samples:
+        raise ValueError(f"y has {Y.shape[0]} samples, the basis {basis.n_samples}")
+    lam = -lossf.grad(np.zeros_like(Y), Y)
+    return float(dual_values(basis.Uprime, arrangements.mask, lam).max(initial=0.0))
 
 
 def regularization_path(

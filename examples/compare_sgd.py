@@ -21,7 +21,12 @@ from sklearn import datasets
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from convexbn.compare import batch_size_experiment, compare_with_sgd, sorted_batches_experiment
+from convexbn.compare import (
+    batch_size_experiment,
+    compare_with_sgd,
+    format_comparison_table,
+    sorted_batches_experiment,
+)
 from convexbn.plotting import plot_batch_sizes, plot_comparison, plot_sorted_batches
 
 LOADERS = {
@@ -63,31 +68,6 @@ def _clean(obj):
     return obj
 
 
-def print_table(record: dict, dataset: str) -> None:
-    """The comparison as a table: objective (3), best recorded, training time, test metric."""
-    c = record["convex"]
-    metric = "accuracy" if "accuracy" in c.get("test", {}) else "r2"
-    n, d = record["n_samples"], record["n_features"]
-    print(f"{dataset}: n={n}, d={d}, beta={record['beta']}, loss={record['loss']}")
-    print(f"{'method':30s} {'objective (3)':>14s} {'best':>12s} {'time [s]':>9s} {'test ' + metric:>14s}")
-
-    def row(name, objective, best, seconds, test, note=""):
-        test_value = test.get(metric, float("nan")) if test else float("nan")
-        print(f"{name:30s} {objective:14.6g} {best:12.6g} {seconds:9.2f} {test_value:14.4f}{note}")
-
-    row(f"convex, P={c['n_arrangements']}", c["objective"], c["forward_objective"], c["solve_time"],
-        c.get("test"), f"   m={c['n_neurons']}, {c['solver']}")  # fmt: skip
-    g = record.get("convex_with_sgd_patterns")
-    if g:
-        row(f"convex, + SGD patterns ({g['n_arrangements']})", g["objective"], g["forward_objective"],
-            g["solve_time"], g.get("test"), f"   m={g['n_neurons']}")  # fmt: skip
-    for name, run in record["variants"].items():
-        note = f"   lr={run['lr']:.3g}" + (
-            "" if run["comparable_to_convex"] else ", plain net: another objective"
-        )
-        row(name, run["objective"], run["best_objective"], run["wall_time"], run.get("test"), note)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="breast_cancer")
@@ -122,7 +102,7 @@ def main(argv=None) -> dict:
         records["compare"] = record
         (out / "compare.json").write_text(json.dumps(_clean(record), indent=1, default=_json_default))
         plot_comparison(record, out)
-        print_table(record, args.dataset)
+        print(format_comparison_table(record, args.dataset))
     if "sorted" in args.experiments:
         Xs, _, ys, _, labels, loss_s = load(args.sorted_dataset, args.seed)
         record = sorted_batches_experiment(
