@@ -136,3 +136,212 @@ def test_load_dataset_paths(tmp_path):
     (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3\n")
     with pytest.raises(ValueError, match="line 3 has 1 fields, the header has 2"):
         load_dataset(str(tmp_path / "ragged.csv"))
+
+
+# ------------------------------------------------------------------------- compare, path and certify
+def test_compare_end_to_end(tmp_path):
+    out = tmp_path / "cmp"
+    res = _run("compare", "--data", "breast_cancer", "--arrangements", "20", "--epochs", "3", "--variants",
+               "bn-sgd", "bn-adam", "--landscape-every", "0", "--out", str(out), "--quiet")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    record = json.loads((out / "compare.json").read_text())
+    assert set(record["variants"]) == {"bn-sgd", "bn-adam"}
+    assert record["n_samples"] == 426 and record["loss"] == "logistic"
+    convex, grown = record["convex"], record["convex_with_sgd_patterns"]
+    assert convex["forward_objective"] == pytest.approx(convex["objective"], rel=1e-6)
+    # the trained networks are feasible for the grown program, so its optimum is below each of them
+    for run in record["variants"].values():
+        assert grown["objective"] <= run["objective"] * (1 + 1e-6)
+    table = (out / "table.txt").read_text()
+    assert table in res.stdout and "bn-adam" in table and "convex, P=20" in table
+    assert (out / "objective_vs_time.png").stat().st_size > 1000
+
+
+def test_compare_unknown_variant_is_one_line():
+    res = _run("compare", "--variants", "bn-sgd", "lbfgs", "--quiet")
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "convexbn compare: error: unknown --variants ['lbfgs']; choose from ['bn-sgd', 'bn-adam', "
+        "'batchnorm1d-adam', 'fn-sgd', 'pn-sgd', 'pn-gamma-decay-sgd', 'bnp-sgd', 'plain-sgd']"
+    )
+
+
+def test_path_end_to_end(regression_csv, tmp_path):
+    path, _, _ = regression_csv
+    out = tmp_path / "path"
+    res = _run(
+        "path", "--data", str(path), "--arrangements", "15", "--n-betas", "3", "--out", str(out), "--quiet"
+    )
+    assert res.returncode == 0, res.stderr
+    record = json.loads((out / "path.json").read_text())
+    betas = [p["beta"] for p in record["points"]]
+    assert betas == sorted(betas, reverse=True) and betas[0] == pytest.approx(0.95 * record["critical_beta"])
+    for p in record["points"]:
+        assert p["forward_objective"] == pytest.approx(p["objective"], rel=1e-6)
+    neurons = [p["n_neurons"] for p in record["points"]]
+    assert neurons[0] >= 1 and neurons[-1] >= neurons[0]
+    assert (out / "path.png").stat().st_size > 1000
+    res = _run("path", "--data", str(path), "--betas", "1", "-2", "--quiet", "--out", str(out))
+    assert res.returncode == 2 and "--betas must be positive, got [1.0, -2.0]" in res.stderr
+
+
+@pytest.fixture
+def tiny_csv(tmp_path):
+    """n = 12, d = 2: small enough to enumerate every arrangement."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((12, 2))
+    y = np.sin(2 * X[:, 0]) + 0.5 * X[:, 1]
+    path = tmp_path / "tiny.csv"
+    path.write_text(
+        "a,b,y\n" + "\n".join(f"{a:.17g},{b:.17g},{t:.17g}" for (a, b), t in zip(X, y, strict=True))
+    )
+    return path, X, y
+
+
+def test_certify_saved_network(tiny_csv, tmp_path):
+    from convexbn.persistence import save_network
+
+    path, X, y = tiny_csv
+    out = tmp_path / "solved"
+    res = _run("solve", "--data", str(path), "--beta", "0.1", "--solver", "torch", "--arrangements", "1000",
+               "--out", str(out), "--quiet")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["exact_arrangements"]  # Cover's bound is below 1000: every pattern was used
+    res = _run("certify", str(out / "network.npz"), "--data", str(path), "--exact")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "CERTIFIED" in res.stdout and "bound on the global optimum" in res.stdout
+    # a perturbed network is not optimal: exit status 1
+    network, _ = load_network(out / "network.npz")
+    network.output = network.output * 1.2
+    save_network(network, tmp_path / "worse.npz")
+    res = _run("certify", str(tmp_path / "worse.npz"), "--data", str(path), "--exact")
+    assert res.returncode == 1 and "NOT certified" in res.stdout
+    # the training data is required
+    res = _run("certify", str(out / "network.npz"), "--data", "iris")
+    assert res.returncode == 2
+    assert "the network was trained on 12 samples of 2 features; --data iris has shape (150, 4)" in res.stderr
+    res = _run("certify", str(tmp_path / "missing.npz"), "--data", str(path))
+    assert res.returncode == 2 and res.stderr.startswith("convexbn certify: error: ")
+
+
+def test_certify_network_matches_solution_certificate(tiny_csv):
+    """certify_network (no solver) gives the solution's own certificate when the network is the solution."""
+    from convexbn import ConvexBNProblem, bn_basis, enumerate_arrangements, recover_network
+    from convexbn.certificate import certify_network
+
+    _, X, y = tiny_csv
+    basis = bn_basis(X)
+    every = enumerate_arrangements(basis)
+    for loss, target in (("squared", y), ("logistic", np.sign(y))):
+        problem = ConvexBNProblem(basis, every, target, beta=0.2, loss=loss)
+        solution = problem.solve("torch", tol=1e-10)
+        by_solution = problem.certificate(solution)
+        by_network = certify_network(recover_network(solution), X, target, arrangements=every)
+        assert by_network.exact and by_network.certified
+        assert by_network.lower_bound == pytest.approx(by_solution.lower_bound, rel=1e-9)
+        assert by_network.objective == pytest.approx(solution.objective, rel=1e-9)
+        assert by_network.relative_gap < 1e-8
+    with pytest.raises(ValueError, match="2 hidden neurons feed several outputs"):
+        from convexbn import BNNetwork
+
+        shared = BNNetwork.from_parameters(X, np.eye(2), np.ones(2), np.zeros(2), np.ones((2, 2)), beta=1.0)
+        certify_network(shared, X, np.c_[y, y])
+
+
+def test_critical_beta_is_where_the_network_empties(tiny_csv):
+    from convexbn import ConvexBNProblem, bn_basis, sample_arrangements
+    from convexbn.path import critical_beta
+
+    _, X, y = tiny_csv
+    basis = bn_basis(X)
+    arrangements = sample_arrangements(basis, 30, random_state=0)
+    for loss, target in (("squared", y), ("logistic", np.sign(y))):
+        beta = critical_beta(basis, arrangements, target, loss=loss)
+        above = ConvexBNProblem(basis, arrangements, target, beta=1.001 * beta, loss=loss).solve("cvxpy")
+        below = ConvexBNProblem(basis, arrangements, target, beta=0.95 * beta, loss=loss).solve("cvxpy")
+        assert above.n_neurons == 0 and below.n_neurons >= 1
+
+
+# ------------------------------------------------------------------------------------ MNIST / CIFAR-10
+def _write_idx(path, array, magic):
+    with open(path, "wb") as handle:
+        handle.write(magic.to_bytes(4, "big"))
+        for size in array.shape:
+            handle.write(int(size).to_bytes(4, "big"))
+        handle.write(array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def mnist_root(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem, n in (("train", 30), ("t10k", 10)):
+        images = rng.integers(0, 256, (n, 28, 28))
+        labels = np.arange(n) % 3
+        _write_idx(raw / f"{stem}-images-idx3-ubyte", images, 0x803)
+        _write_idx(raw / f"{stem}-labels-idx1-ubyte", labels, 0x801)
+    return tmp_path / "mnist"
+
+
+def test_mnist_reader_and_cli(mnist_root, tmp_path):
+    ds = load_dataset(f"mnist:{mnist_root}")
+    images = np.fromfile(mnist_root / "MNIST/raw/train-images-idx3-ubyte", dtype=np.uint8)[16:]
+    assert ds.X.shape == (30, 784) and ds.classification
+    np.testing.assert_array_equal(ds.X.ravel(), images / 255.0)
+    np.testing.assert_array_equal(ds.y, np.arange(30) % 3)
+    assert load_dataset(f"mnist:{mnist_root}", split="test").X.shape == (10, 784)
+    assert load_dataset(f"mnist:{mnist_root}", max_samples=7).X.shape == (7, 784)
+    res = _run("solve", "--data", f"mnist:{mnist_root}", "--arrangements", "5", "--beta", "1",
+               "--out", str(tmp_path / "m"), "--quiet")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "m" / "report.json").read_text())
+    assert (
+        report["loss"] == "cross_entropy" and report["n_features"] == 784 and report["equivalence_gap"] < 1e-6
+    )
+    # a truncated file is named
+    data = (mnist_root / "MNIST/raw/train-images-idx3-ubyte").read_bytes()
+    (mnist_root / "MNIST/raw/train-images-idx3-ubyte").write_bytes(data[:-5])
+    with pytest.raises(ValueError, match="is truncated"):
+        load_dataset(f"mnist:{mnist_root}")
+    with pytest.raises(FileNotFoundError, match="no MNIST train-images-idx3-ubyte"):
+        load_dataset(f"mnist:{tmp_path}")
+
+
+def test_cifar10_readers(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(1)
+    images = {stem: rng.integers(0, 256, (4, 3072)).astype(np.uint8) for stem in
+              [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]}  # fmt: skip
+    labels = {stem: [int(v) for v in rng.integers(0, 10, 4)] for stem in images}
+    py, binary = tmp_path / "py" / "cifar-10-batches-py", tmp_path / "bin" / "cifar-10-batches-bin"
+    py.mkdir(parents=True)
+    binary.mkdir(parents=True)
+    for stem in images:
+        with open(py / stem, "wb") as handle:
+            pickle.dump(
+                {"data": images[stem], "labels": labels[stem], "batch_label": stem}, handle, protocol=2
+            )
+        records = np.c_[np.array(labels[stem], dtype=np.uint8), images[stem]]
+        records.tofile(binary / f"{stem}.bin")
+    train_X = np.concatenate([images[f"data_batch_{i}"] for i in range(1, 6)]) / 255.0
+    train_y = np.concatenate([labels[f"data_batch_{i}"] for i in range(1, 6)])
+    for root in (tmp_path / "py", tmp_path / "bin"):
+        ds = load_dataset(f"cifar10:{root}")
+        np.testing.assert_array_equal(ds.X, train_X)
+        np.testing.assert_array_equal(ds.y, train_y)
+        test = load_dataset(f"cifar10:{root}", split="test")
+        np.testing.assert_array_equal(test.X, images["test_batch"] / 255.0)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    with open(py / "data_batch_1", "wb") as handle:
+        pickle.dump({"data": Evil(), "labels": []}, handle)
+    with pytest.raises(ValueError, match="refusing to unpickle builtins.print"):
+        load_dataset(f"cifar10:{tmp_path / 'py'}")
+    with pytest.raises(FileNotFoundError, match="no cifar-10-batches-bin/ or cifar-10-batches-py/"):
+        load_dataset(f"cifar10:{tmp_path}")
