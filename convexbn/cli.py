@@ -219,9 +219,7 @@ def _compare(args) -> dict:
     if unknown:
         raise UserError(f"unknown --variants {unknown}; choose from {list(VARIANTS)}")
     solver = args.solver.replace("-", "_")
-    if args.device != "cpu" and solver != "torch":
-        raise UserError(f"--device {args.device} applies to the torch solver only (the solver is {solver})")
-    options = {"device": args.device} if solver == "torch" else {}
+    options = _solver_options(solver, args)
     start = time.perf_counter()
     record = compare_with_sgd(
         X, y, beta=args.beta, X_test=X_test, y_test=y_test, loss=loss, n_arrangements=args.arrangements,
@@ -275,9 +273,7 @@ def _path(args) -> dict:
             raise UserError(f"--min-ratio must be in (0, 1), got {args.min_ratio}")
         betas = beta_max * np.geomspace(0.95, args.min_ratio, args.n_betas)
     solver = args.solver.replace("-", "_")
-    options = _solver_options(solver, args) if solver == "torch" else {}
-    if solver != "torch" and args.device != "cpu":
-        raise UserError(f"--device {args.device} applies to the torch solver only (the solver is {solver})")
+    options = _solver_options(solver, args)
     start = time.perf_counter()
     solutions = regularization_path(basis, arrangements, y, betas, loss=loss, solver=solver, **options)
     total = time.perf_counter() - start
