@@ -90,14 +90,13 @@ def _write_json(path: str, obj) -> None:
 
 
 def _pyplot():
-    try:
-        import matplotlib
+    """matplotlib's pyplot (Agg), or None without matplotlib: the CLI's figures are optional ([plot])."""
+    from .plotting import _pyplot as pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # figures are optional (the [plot] extra)
+    try:
+        return pyplot()
+    except ImportError:
         return None
-    return plt
 
 
 def _quality(F: np.ndarray, y: np.ndarray, classes) -> dict:
