@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.utils.extmath import svd_flip
 
 from ._validation import check_data
 
@@ -23,12 +24,16 @@ class BNBasis:
     Attributes
     ----------
     U : ndarray of shape (n, r)
-        Left singular vectors of the centered data (orthonormal, orthogonal to the ones vector).
+        Left singular vectors of the centered data (orthonormal, orthogonal to the ones vector). In a
+        distributed solve (:func:`convexbn.distributed.distributed_bn_basis`) each process holds only its
+        own rows of ``U``, while every other attribute, ``n_samples`` included, is global.
     S : ndarray of shape (r,)
         Kept singular values, descending, all > ``rank_tol * S_max``.
     V : ndarray of shape (d, r)
         Right singular vectors of the scaled centered data; a unit direction ``q`` maps back to input
-        space as ``w = (V S^{-1} q) / scale``.
+        space as ``w = (V S^{-1} q) / scale``. Signs follow scikit-learn's ``svd_flip`` convention (the
+        largest entry of each column of ``V`` is positive), so the basis, and the patterns sampled from
+        it with a given seed, do not depend on the LAPACK build or on how the SVD was computed.
     mean : ndarray of shape (d,)
         Column means of the training data (BN's running mean at inference, through ``w``).
     n_samples : int
@@ -71,8 +76,9 @@ class BNBasis:
 
     @property
     def Uprime(self) -> np.ndarray:
-        """``U' = [U, 1/sqrt(n)]`` of shape (n, r + 1): orthonormal columns."""
-        ones = np.full((self.n_samples, 1), 1.0 / np.sqrt(self.n_samples))
+        """``U' = [U, 1/sqrt(n)]`` of shape (n, r + 1): orthonormal columns (a shard's rows of it when
+        ``U`` is a shard)."""
+        ones = np.full((self.U.shape[0], 1), 1.0 / np.sqrt(self.n_samples))
         return np.hstack([self.U, ones])
 
     def transform(self, X) -> np.ndarray:
@@ -149,42 +155,18 @@ def bn_basis(X, *, rank_tol: float | None = None, scale_features: bool = True) -
     """
     X = check_data(X)
     n, d = X.shape
-    default_tol = rank_tol is None
-    if default_tol:
-        rank_tol = max(n, d) * np.finfo(np.float64).eps
-    elif not (0 < rank_tol < 1):
-        raise ValueError(f"rank_tol must be in (0, 1), got {rank_tol}")
-    if not isinstance(scale_features, (bool, np.bool_)):
-        raise TypeError(f"scale_features must be a bool, got {type(scale_features).__name__}")
+    rank_tol, default_tol = check_rank_options(rank_tol, scale_features, n, d)
     mean = X.mean(axis=0)
     Xc = X - mean
-    scale = np.ones(d)
-    if scale_features:
-        std = np.sqrt(np.mean(Xc**2, axis=0))
-        spread = np.abs(X).max(axis=0)
-        constant = std <= 1e-12 * spread
-        scale[~constant] = std[~constant]
-        Xc = Xc / scale
-        Xc[:, constant] = 0.0
+    scale, constant = feature_scale(np.sqrt(np.mean(Xc**2, axis=0)), np.abs(X).max(axis=0), scale_features)
+    Xc = Xc / scale
+    Xc[:, constant] = 0.0
     U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
-    if (
-        S.size == 0
-        or S[0] <= np.finfo(np.float64).tiny
-        or S[0] <= 1e-12 * max(1.0, np.abs(X).max()) * np.sqrt(n)
-    ):
-        raise ValueError(
-            "X has no variance: every column is constant, so batch normalization is undefined "
-            "(the centered data P X is zero)"
-        )
-    threshold = rank_tol * S[0]
-    if default_tol:
-        # the rounding floor of the (scaled) centered data: centering a column of magnitude |x_j|
-        # leaves errors of about eps |x_j| / scale_j, far above eps S_max when the column's mean
-        # dwarfs its spread; directions below it are noise, not data
-        threshold = max(threshold, 10 * np.finfo(np.float64).eps * np.linalg.norm(X / scale))
-    keep = S > threshold
-    keep[n - 1 :] = False  # centered data has rank <= n - 1
-    r = int(keep.sum())
+    U, Vt = svd_flip(U, Vt, u_based_decision=False)
+    r = kept_rank(
+        S, n=n, rank_tol=rank_tol, default_tol=default_tol, abs_max=float(np.abs(X).max()),
+        scaled_norm=float(np.linalg.norm(X / scale)),
+    )  # fmt: skip
     return BNBasis(
         U=np.ascontiguousarray(U[:, :r]),
         S=S[:r].copy(),
@@ -195,3 +177,52 @@ def bn_basis(X, *, rank_tol: float | None = None, scale_features: bool = True) -
         S_dropped=S[r:].copy(),
         scale=scale,
     )
+
+
+def check_rank_options(rank_tol, scale_features, n: int, d: int) -> tuple[float, bool]:
+    """Validate ``rank_tol`` and ``scale_features``; return ``(rank_tol, was_default)``."""
+    default_tol = rank_tol is None
+    if default_tol:
+        rank_tol = max(n, d) * np.finfo(np.float64).eps
+    elif not (0 < rank_tol < 1):
+        raise ValueError(f"rank_tol must be in (0, 1), got {rank_tol}")
+    if not isinstance(scale_features, (bool, np.bool_)):
+        raise TypeError(f"scale_features must be a bool, got {type(scale_features).__name__}")
+    return float(rank_tol), default_tol
+
+
+def feature_scale(std: np.ndarray, spread: np.ndarray, scale_features: bool):
+    """Column scales (shape (d,)) and the mask of constant columns, from the centered columns' standard
+    deviations and largest magnitudes (see ``scale_features`` in :func:`bn_basis`)."""
+    scale = np.ones(std.shape[0])
+    constant = np.zeros(std.shape[0], dtype=bool)
+    if scale_features:
+        constant = std <= 1e-12 * spread
+        scale[~constant] = std[~constant]
+    return scale, constant
+
+
+def kept_rank(S, *, n: int, rank_tol: float, default_tol: bool, abs_max: float, scaled_norm: float) -> int:
+    """The rank ``r``: singular values above the threshold of :func:`bn_basis`, at most ``n - 1``.
+
+    ``abs_max`` is ``max |X_ij|`` and ``scaled_norm`` is ``||X diag(scale)^-1||_F``. Raises
+    ``ValueError`` when the centered data is zero.
+    """
+    if (
+        S.size == 0
+        or S[0] <= np.finfo(np.float64).tiny
+        or S[0] <= 1e-12 * max(1.0, abs_max) * np.sqrt(n)
+    ):
+        raise ValueError(
+            "X has no variance: every column is constant, so batch normalization is undefined "
+            "(the centered data P X is zero)"
+        )
+    threshold = rank_tol * S[0]
+    if default_tol:
+        # the rounding floor of the (scaled) centered data: centering a column of magnitude |x_j|
+        # leaves errors of about eps |x_j| / scale_j, far above eps S_max when the column's mean
+        # dwarfs its spread; directions below it are noise, not data
+        threshold = max(threshold, 10 * np.finfo(np.float64).eps * scaled_norm)
+    keep = S > threshold
+    keep[n - 1 :] = False  # centered data has rank <= n - 1
+    return int(keep.sum())

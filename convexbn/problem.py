@@ -154,10 +154,9 @@ class ConvexBNProblem:
             raise TypeError(f"basis must be a BNBasis (from bn_basis), got {type(basis).__name__}")
         if not isinstance(arrangements, Arrangements):
             raise TypeError(f"arrangements must be an Arrangements object, got {type(arrangements).__name__}")
-        if arrangements.n_samples != basis.n_samples:
-            raise ValueError(
-                f"arrangements have {arrangements.n_samples} samples, the basis {basis.n_samples}"
-            )
+        n_rows = basis.U.shape[0]  # n, or a shard's rows in a distributed solve
+        if arrangements.n_samples != n_rows:
+            raise ValueError(f"arrangements have {arrangements.n_samples} samples, the basis {n_rows}")
         if arrangements.n_patterns == 0:
             raise ValueError("arrangements hold no pattern")
         self.basis = basis
@@ -166,8 +165,8 @@ class ConvexBNProblem:
         self.beta = check_positive(beta, "beta")
         self.formulation = check_choice(formulation, "formulation", FORMULATIONS)
         Y = self.loss.encode_targets(y)
-        if Y.shape[0] != basis.n_samples:
-            raise ValueError(f"y has {Y.shape[0]} samples but X has {basis.n_samples}: inconsistent shapes")
+        if Y.shape[0] != n_rows:
+            raise ValueError(f"y has {Y.shape[0]} samples but X has {n_rows}: inconsistent shapes")
         self.Y = Y
         self.Uprime = basis.Uprime
 
@@ -210,6 +209,13 @@ class ConvexBNProblem:
         F = self.predict(W_pos, W_neg, mask)
         return self.loss.value(F, self.Y) + self.penalty(W_pos, W_neg)
 
+    def constraint_violation(self, W_pos: np.ndarray, W_neg: np.ndarray, mask=None) -> float:
+        """Largest relative violation of the cone constraints of (4) (0 for the gated relaxation)."""
+        if self.formulation == "gated":
+            return 0.0
+        mask = self.mask if mask is None else mask
+        return max(cone_violation(self.Uprime, mask, W_pos), cone_violation(self.Uprime, mask, W_neg))
+
     # --- solving -----------------------------------------------------------------------------------
     def solve(self, solver: str = "cvxpy", *, prune_tol: float = 1e-7, **options) -> ConvexBNSolution:
         """Solve the program.
@@ -248,14 +254,7 @@ class ConvexBNProblem:
         arrangements = raw.get("arrangements", self.arrangements)
         W_pos, W_neg = _prune(self, raw["W_pos"], raw["W_neg"], arrangements.mask, prune_tol)
         objective = self.objective(W_pos, W_neg, arrangements.mask)
-        violation = (
-            0.0
-            if self.formulation == "gated"
-            else max(
-                cone_violation(self.Uprime, arrangements.mask, W_pos),
-                cone_violation(self.Uprime, arrangements.mask, W_neg),
-            )
-        )
+        violation = self.constraint_violation(W_pos, W_neg, arrangements.mask)
         status = raw["status"]
         if status != "optimal":
             warnings.warn(

@@ -65,7 +65,8 @@ def test_threshold_stops_only_rows_whose_projection_is_shorter():
     assert np.all(exact[~below] > thresh - 1e-12)
     # a stopped row's iterate is an upper bound on the projection's length
     assert np.all(res.u.norm(dim=1).numpy()[below] >= exact[below] - 1e-12)
-    np.testing.assert_allclose(res.u.numpy()[~below], project_cones(T(a), T(Up), T(signs)).u.numpy()[~below])
+    full = project_cones(T(a), T(Up), T(signs)).u.numpy()
+    np.testing.assert_allclose(res.u.numpy()[~below], full[~below], rtol=1e-7, atol=1e-12)
 
 
 def test_float32_projection_is_nearly_optimal_and_feasible():

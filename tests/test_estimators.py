@@ -11,6 +11,7 @@ import pytest
 import torch
 from sklearn.datasets import load_iris, make_classification
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -136,7 +137,11 @@ def test_regressor_multioutput_and_torch_agree(iris):
 def test_pipeline_and_grid_search(binary):
     X, y = binary
     pipe = make_pipeline(StandardScaler(), ConvexBNClassifier(n_arrangements=20, random_state=0))
-    assert pipe.fit(X, y).score(X, y) > 0.9
+    score = pipe.fit(X, y).score(X, y)
+    alone = ConvexBNClassifier(n_arrangements=20, random_state=0).fit(StandardScaler().fit_transform(X), y)
+    assert pipe[-1].objective_ == pytest.approx(alone.objective_, rel=1e-9)
+    # the two-layer BN network fits what a linear model cannot (logistic regression: 0.67 here)
+    assert score >= LogisticRegression().fit(X, y).score(X, y) + 0.15
     grid = GridSearchCV(
         ConvexBNClassifier(n_arrangements=20, random_state=0), {"beta": [1e-3, 1e-2, 1e-1]}, cv=3, n_jobs=2
     ).fit(X, y)
