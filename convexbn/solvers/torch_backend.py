@@ -53,6 +53,17 @@ class _Operators:
         self.beta = float(problem.beta)
         self.loss = problem.loss
         self.n = self.Up.shape[0]
+        # a data-parallel shard (convexbn.distributed) holds some rows of U', the mask and Y; sums over
+        # samples are then all-reduced over the processes, so every process takes the same steps
+        self.comm = getattr(problem, "communicator", None)
+
+    def reduce_sum(self, tensor):
+        """Sum ``tensor`` over the processes of a distributed solve (in place); identity otherwise."""
+        return tensor if self.comm is None else self.comm.sum_(tensor)
+
+    def reduce_max(self, value: float) -> float:
+        """Largest ``value`` over the processes; identity in a single-process solve."""
+        return value if self.comm is None else self.comm.max(value)
 
     def pre(self, W):
         """``U' W^T`` per output: (C, n, P)."""
@@ -194,29 +205,42 @@ def _smooth_value_grad(ops, X, Lam, rho, exact, mu):
     value, R = _loss_value_grad(ops, F, mu)
     MR = ops.mask * R.T[:, :, None]  # (C, n, P)
     if not exact:
-        return value, ops.adjoint(MR)[None]
+        return _reduce_value_grad(ops, value, ops.adjoint(MR)[None])
     Vp = (Lam[0] / rho - ops.signs * Zp).clamp_min(0)
     Vn = (Lam[1] / rho - ops.signs * Zn).clamp_min(0)
     value = value + 0.5 * rho * (Vp.square().sum() + Vn.square().sum())
     Gp = ops.adjoint(MR - rho * ops.signs * Vp)
     Gn = ops.adjoint(-MR - rho * ops.signs * Vn)
-    return value, torch.stack([Gp, Gn])
+    return _reduce_value_grad(ops, value, torch.stack([Gp, Gn]))
+
+
+def _reduce_value_grad(ops, value, grad):
+    """Both sums over samples in one all-reduce (a distributed solve's only per-evaluation message)."""
+    if ops.comm is None:
+        return value, grad
+    packed = ops.reduce_sum(torch.cat([grad.reshape(-1), value.reshape(1).to(grad.dtype)]))
+    return packed[-1], packed[:-1].reshape(grad.shape)
 
 
 def _objective(ops, X, exact):
     """The program's own objective (no AL term), with the true loss."""
     Z = ops.pre(X[0]) - (ops.pre(X[1]) if exact else 0)
     F = ops.predict(Z)
-    loss = ops.loss.torch_value(F, ops.Y)
+    loss = ops.reduce_sum(ops.loss.torch_value(F, ops.Y).reshape(1))[0]
     return float(loss + ops.beta * X.norm(dim=-1).sum())
 
 
-def cone_violation(signs, pre, X):
-    """Largest relative violation of ``signs * pre(x) >= 0`` over the blocks of X (2, C, P, k)."""
+def cone_violation(signs, pre, X, reduce_max=None):
+    """Largest relative violation of ``signs * pre(x) >= 0`` over the blocks of X (2, C, P, k).
+
+    ``reduce_max`` takes the maximum over the processes of a distributed solve (rows are sharded).
+    """
     scale = float(X.norm(dim=-1).max())
     if scale == 0:
         return 0.0
     worst = max(float((-signs * pre(X[j])).max()) for j in range(X.shape[0]))
+    if reduce_max is not None:
+        worst = reduce_max(worst)
     return max(worst, 0.0) / scale
 
 
@@ -325,6 +349,11 @@ def solve_torch(
             method = "fista"
         else:
             method = "admm" if problem.n_samples <= 5000 else "al"
+    if getattr(problem, "communicator", None) is not None and method != "al":
+        raise ValueError(
+            f"a distributed (row-sharded) solve runs method='al' only (its steps are all-reduce friendly); "
+            f"got method={method!r}"
+        )
     if problem.formulation == "exact" and method == "fista":
         from .torch_fista import solve_fista
 
@@ -391,13 +420,16 @@ def solve_torch(
             save_checkpoint(state.to_dict(), checkpoint, fingerprint)
 
     def report():
-        """Call the user's callback with the current point; True asks to stop."""
+        """Call the user's callback with the current point; True asks to stop. In a distributed solve
+        the callback runs on rank 0 only, and its answer is broadcast so that every process stops."""
         if callback is None:
             return False
-        X = state.X.detach().to("cpu", torch.float64).numpy()
-        if state.phase == "gated" or not exact:
-            return bool(callback(state.total, X[0], np.zeros_like(X[0])))
-        return bool(callback(state.total, X[0], X[1]))
+        stop = False
+        if ops.comm is None or ops.comm.rank == 0:
+            X = state.X.detach().to("cpu", torch.float64).numpy()
+            Xn = np.zeros_like(X[0]) if state.phase == "gated" or not exact else X[1]
+            stop = bool(callback(state.total, X[0], Xn))
+        return stop if ops.comm is None else ops.comm.broadcast_flag(stop)
 
     status = "optimal"
     while True:
@@ -409,7 +441,7 @@ def solve_torch(
                 break
             # split the gated groups into ReLU groups of the right sign
             G = state.X[0]
-            S = torch.sign((ops.mask[None] * ops.pre(G)).sum(1, keepdim=True).transpose(1, 2))
+            S = torch.sign(ops.reduce_sum((ops.mask[None] * ops.pre(G)).sum(1, keepdim=True)).transpose(1, 2))
             S = torch.where(S == 0, torch.ones_like(S), S)
             X = torch.zeros(shape, device=ops.device, dtype=dtype)
             X[0] = G * (S > 0)
@@ -431,7 +463,7 @@ def solve_torch(
             continue
         if not exact:
             break
-        violation = cone_violation(ops.signs, ops.pre, state.X)
+        violation = cone_violation(ops.signs, ops.pre, state.X, ops.reduce_max)
         state.history.append(("al", state.total, violation))
         if verbose:
             print(f"AL round {state.outer}: iters {state.total}, violation {violation:.2e}, "
@@ -471,6 +503,7 @@ def solve_torch(
             "rho": state.rho,
             "history": state.history,
             "lipschitz": state.L,
+            **({} if ops.comm is None else {"communication": ops.comm.stats()}),
         },
     }
 
@@ -483,7 +516,7 @@ def _lipschitz_estimate(ops, shape, exact, n_power=20):
     for _ in range(n_power):
         X = X / X.norm()
         F = ops.predict(ops.pre(X))
-        X = ops.adjoint(ops.mask * F.T[:, :, None])
+        X = ops.reduce_sum(ops.adjoint(ops.mask * F.T[:, :, None]))
         est = float(X.norm())
     curvature = 0.25 if ops.loss.name == "logistic" else 1.0
     return max(est * curvature * (2 if exact else 1), 1e-12)
