@@ -25,7 +25,8 @@ def _value(stdout: str, key: str) -> str:
 
 def test_every_example_is_tested():
     tested = {"solve_and_recover.py", "compare_sgd.py", "model_selection.py", "regularization_path.py",
-              "closed_form.py", "certificate_enumerated.py", "sklearn_pipeline.py"}  # fmt: skip
+              "closed_form.py", "certificate_enumerated.py", "sklearn_pipeline.py",
+              "distributed_solve.py"}  # fmt: skip
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -73,3 +74,20 @@ def test_model_selection():
     out = _run("model_selection.py", "--datasets", "wine", "--n-arrangements", "5", "--betas", "1e-2",
                "--cv", "2", "--epochs", "50")  # fmt: skip
     assert "| wine |" in out
+
+
+def test_distributed_solve_under_torchrun():
+    """The real launcher: torchrun starts two Gloo ranks, each with its own rows; rank 0 compares the
+    result with the same program solved in one process."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(EXAMPLES / "distributed_solve.py"), "--smoke", "--check"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert int(_value(out, "world_size")) == 2
+    assert _value(out, "status") == "optimal"
+    assert float(_value(out, "objective_rel_diff")) < 1e-8
+    assert float(_value(out, "weights_max_abs_diff")) < 1e-8
+    assert float(_value(out, "network_max_abs_diff")) < 1e-8
+    assert float(_value(out, "forward_objective_rel_diff")) < 1e-6  # AL stops at feas_tol 1e-7
+    assert int(_value(out, "allreduce_calls")) >= 2 * int(_value(out, "n_iter"))
