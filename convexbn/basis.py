@@ -163,10 +163,19 @@ def bn_basis(X, *, rank_tol: float | None = None, scale_features: bool = True) -
     Xc[:, constant] = 0.0
     U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
     U, Vt = svd_flip(U, Vt, u_based_decision=False)
-    r = kept_rank(
-        S, n=n, rank_tol=rank_tol, default_tol=default_tol, abs_max=float(np.abs(X).max()),
-        scaled_norm=float(np.linalg.norm(X / scale)),
+    return truncated_basis(
+        U, S, Vt, mean=mean, scale=scale, n=n, rank_tol=rank_tol, default_tol=default_tol,
+        abs_max=float(np.abs(X).max()), scaled_norm=float(np.linalg.norm(X / scale)),
     )  # fmt: skip
+
+
+def truncated_basis(U, S, Vt, *, mean, scale, n: int, rank_tol: float, default_tol: bool, abs_max: float,
+                    scaled_norm: float) -> BNBasis:  # fmt: skip
+    """The :class:`BNBasis` of an SVD ``U diag(S) Vt`` of the scaled centered data, truncated to the rank
+    :func:`kept_rank` decides (``U`` may be a shard's rows)."""
+    r = kept_rank(
+        S, n=n, rank_tol=rank_tol, default_tol=default_tol, abs_max=abs_max, scaled_norm=scaled_norm
+    )
     return BNBasis(
         U=np.ascontiguousarray(U[:, :r]),
         S=S[:r].copy(),

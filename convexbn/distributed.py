@@ -41,7 +41,7 @@ from sklearn.utils.extmath import svd_flip
 
 from ._validation import check_data, check_positive_int
 from .arrangements import Arrangements
-from .basis import BNBasis, check_rank_options, feature_scale, kept_rank
+from .basis import BNBasis, check_rank_options, feature_scale, truncated_basis
 from .losses import get_loss
 from .problem import ConvexBNProblem, ConvexBNSolution
 from .recovery import recover_network
@@ -227,20 +227,10 @@ def distributed_bn_basis(
     U = Q @ U_R[comm.rank * d : comm.rank * d + m, : S.size]
     abs_max = float(spread.max())
     scaled_norm = float(np.sqrt(comm.sum_array(np.array([np.sum((X / scale) ** 2)]))[0]))
-    r = comm.agree(
-        kept_rank, S, n=n, rank_tol=rank_tol, default_tol=default_tol, abs_max=abs_max,
-        scaled_norm=scaled_norm,
+    return comm.agree(
+        truncated_basis, U, S, Vt, mean=mean, scale=scale, n=n, rank_tol=rank_tol, default_tol=default_tol,
+        abs_max=abs_max, scaled_norm=scaled_norm,
     )  # fmt: skip
-    return BNBasis(
-        U=np.ascontiguousarray(U[:, :r]),
-        S=S[:r].copy(),
-        V=np.ascontiguousarray(Vt[:r].T),
-        mean=mean,
-        n_samples=n,
-        rank_tol=float(rank_tol),
-        S_dropped=S[r:].copy(),
-        scale=scale,
-    )
 
 
 def _pattern_keys(mask: np.ndarray) -> np.ndarray:
