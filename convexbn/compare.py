@@ -27,6 +27,7 @@ from .problem import ConvexBNProblem
 from .recovery import recover_network
 
 __all__ = [
+    "format_report",
     "VARIANTS",
     "compare_with_sgd",
     "sorted_batches_experiment",
@@ -476,3 +477,13 @@ def format_comparison_table(record: dict, title: str = "") -> str:
         )
         row(name, run["objective"], run["best_objective"], run["wall_time"], run.get("test"), note)
     return "\n".join(lines)
+
+
+def format_report(report: dict, precision: int = 10) -> str:
+    """One ``key  value`` line per entry, keys padded to one width, floats with ``precision`` significant
+    digits (the examples' printed reports, which their tests read back)."""
+    width = max(map(len, report), default=0)
+    return "\n".join(
+        f"{key:<{width}}  {value:.{precision}g}" if isinstance(value, float) else f"{key:<{width}}  {value}"
+        for key, value in report.items()
+    )

@@ -25,6 +25,7 @@ from convexbn import (
     recover_network,
     sample_arrangements,
 )
+from convexbn.compare import format_report
 from convexbn.training import train_bn_network
 
 
@@ -71,9 +72,7 @@ def main(argv=None) -> dict:
         f"Adam, {args.starts} starts: best objective (3)": best_sgd,
         "Adam runs below p* - 1e-9": sum(r.objective < exact.objective - 1e-9 for r in runs),
     }
-    width = max(map(len, report))
-    for key, value in report.items():
-        print(f"{key:<{width}}  {value:.10g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print(format_report(report, precision=10))
     return report
 
 

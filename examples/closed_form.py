@@ -17,6 +17,7 @@ import argparse
 import numpy as np
 
 from convexbn import ConvexBNProblem, bn_basis, recover_network, sample_arrangements
+from convexbn.compare import format_report
 from convexbn.solvers.closed_form import closed_form_objective
 
 
@@ -54,9 +55,7 @@ def main(argv=None) -> dict:
         "closed_form_time_s": closed.solve_time,
         "clarabel_time_s": conic.solve_time,
     }
-    width = max(map(len, report))
-    for key, value in report.items():
-        print(f"{key:<{width}}  {value:.10g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print(format_report(report, precision=10))
     return report
 
 

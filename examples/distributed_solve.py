@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from convexbn import ConvexBNProblem, bn_basis, recover_network, sample_arrangements
+from convexbn.compare import format_report
 from convexbn.distributed import fit_distributed, launch_local, shard_rows
 
 
@@ -107,8 +108,7 @@ def main(argv=None) -> None:
     else:
         rank, report = 0, launch_local(run, args.nproc, (args,), backend=args.backend, threads=1)[0]
     if rank == 0:
-        for key, value in report.items():
-            print(f"{key} {value}")
+        print(format_report(report))
 
 
 if __name__ == "__main__":

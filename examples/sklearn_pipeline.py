@@ -22,6 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from convexbn import ConvexBNClassifier
+from convexbn.compare import format_report
 
 
 def main(argv=None) -> dict:
@@ -60,9 +61,7 @@ def main(argv=None) -> dict:
             np.array_equal(loaded.predict_proba(scaled_test), clf.predict_proba(scaled_test))
         ),
     }
-    width = max(map(len, report))
-    for key, value in report.items():
-        print(f"{key:<{width}}  {value:.6g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print(format_report(report, precision=6))
     return report
 
 

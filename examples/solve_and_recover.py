@@ -26,6 +26,7 @@ from convexbn import (
     recover_network,
     sample_arrangements,
 )
+from convexbn.compare import format_report
 
 
 def main(argv=None) -> dict:
@@ -82,9 +83,7 @@ def main(argv=None) -> dict:
         "certificate_time_s": cert_time,
         "test_accuracy": accuracy,
     }
-    width = max(map(len, report))
-    for key, value in report.items():
-        print(f"{key:<{width}}  {value:.6g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print(format_report(report, precision=6))
     return report
 
 

@@ -95,3 +95,10 @@ def test_compare_sgd_example_smoke(tmp_path):
         assert (tmp_path / name).stat().st_size > 100
     saved = json.loads((tmp_path / "compare.json").read_text())
     assert saved["convex"]["objective"] == pytest.approx(records["compare"]["convex"]["objective"])
+
+
+def test_format_report_aligns_keys_and_rounds_floats():
+    from convexbn.compare import format_report
+
+    text = format_report({"a": 1.23456789012345, "longer key": True, "n": 3}, precision=4)
+    assert text.splitlines() == ["a           1.235", "longer key  True", "n           3"]
