@@ -10,6 +10,9 @@ The pieces, each in its own module (spec: ``shared/spec/convex-bn.md``):
 - :mod:`convexbn.recovery` / :mod:`convexbn.network` -- the recovered nonconvex network;
 - :mod:`convexbn.certificate` -- the dual certificate of global optimality;
 - :mod:`convexbn.pattern_search` -- growing the pattern set from the dual (column generation);
+- :mod:`convexbn.implicit_reg` -- spectral filters encoding gradient descent's implicit bias (spec 9);
+- :mod:`convexbn.deep` / :mod:`convexbn.post_relu` -- layerwise deep BN networks and BN after the ReLU
+  (spec 10);
 - :mod:`convexbn.estimators` -- scikit-learn estimators composing the above;
 - :mod:`convexbn.persistence` -- portable save/load of fitted estimators.
 """
@@ -21,16 +24,20 @@ from .arrangements import (
     max_arrangements,
     merge_arrangements,
     network_arrangements,
+    relu_arrangements,
     sample_arrangements,
 )
 from .basis import BNBasis, bn_basis
 from .certificate import Certificate, certify
+from .deep import DeepBNNetwork, fit_layerwise
 from .estimators import ConvexBNClassifier, ConvexBNRegressor
+from .implicit_reg import SpectralFilter, filtered_basis, implicit_objective, spectral_filter
 from .losses import get_loss
 from .network import BNNetwork, concatenate_networks
 from .path import regularization_path
 from .pattern_search import candidate_patterns, solve_with_pattern_search
 from .persistence import ModelFileError
+from .post_relu import PostReLUBNNetwork, PostReLUBNProblem, recover_post_relu_network
 from .problem import ConvexBNProblem, ConvexBNSolution, SolverError, SolverWarning
 from .recovery import recover_network
 from .solvers import available_solvers
@@ -42,6 +49,10 @@ __all__ = [
     "BNBasis",
     "BNNetwork",
     "Certificate",
+    "DeepBNNetwork",
+    "PostReLUBNNetwork",
+    "PostReLUBNProblem",
+    "SpectralFilter",
     "ModelFileError",
     "ConvexBNClassifier",
     "ConvexBNProblem",
@@ -55,12 +66,18 @@ __all__ = [
     "certify",
     "concatenate_networks",
     "enumerate_arrangements",
+    "filtered_basis",
+    "fit_layerwise",
+    "implicit_objective",
     "get_loss",
     "make_arrangements",
     "max_arrangements",
     "merge_arrangements",
     "network_arrangements",
     "recover_network",
+    "recover_post_relu_network",
+    "relu_arrangements",
+    "spectral_filter",
     "solve_with_pattern_search",
     "regularization_path",
     "sample_arrangements",

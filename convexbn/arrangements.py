@@ -24,6 +24,7 @@ __all__ = [
     "max_arrangements",
     "merge_arrangements",
     "network_arrangements",
+    "relu_arrangements",
 ]
 
 
@@ -94,16 +95,20 @@ def sample_arrangements(basis: BNBasis, n_arrangements: int = 200, *, random_sta
     -------
     Arrangements
     """
+    return _sample_patterns(basis.Uprime, n_arrangements, random_state)
+
+
+def _sample_patterns(A: np.ndarray, n_arrangements: int, random_state) -> Arrangements:
+    """Distinct nonzero patterns ``1[A g >= 0]`` for Gaussian ``g`` (see :func:`sample_arrangements`)."""
     n_arrangements = check_positive_int(n_arrangements, "n_arrangements")
     rng = check_random_state(random_state)
-    G = rng.standard_normal((n_arrangements, basis.dim))
-    mask = basis.Uprime @ G.T >= 0
-    mask, G = _unique_patterns(mask, G)
+    G = rng.standard_normal((n_arrangements, A.shape[1]))
+    mask, G = _unique_patterns(A @ G.T >= 0, G)
     for _ in range(1000):  # P(all-zero) <= 1/2 per draw, so this ends after a few rounds
         if G.shape[0]:
             break
-        G = rng.standard_normal((n_arrangements, basis.dim))
-        mask, G = _unique_patterns(basis.Uprime @ G.T >= 0, G)
+        G = rng.standard_normal((n_arrangements, A.shape[1]))
+        mask, G = _unique_patterns(A @ G.T >= 0, G)
     return Arrangements(mask=mask, generators=G, exact=False)
 
 
@@ -145,12 +150,16 @@ def enumerate_arrangements(basis: BNBasis, *, max_patterns: int = 20_000, tol: f
     Arrangements
         With ``exact=True``. The all-zero pattern is dropped.
     """
-    A = basis.Uprime
+    return _enumerate_cells(basis.Uprime, max_patterns, tol)
+
+
+def _enumerate_cells(A: np.ndarray, max_patterns: int, tol: float) -> Arrangements:
+    """Every full-dimensional cell of the central arrangement with normals the rows of ``A``."""
     n, k = A.shape
     bound = max_arrangements(n, k)
     if bound > max_patterns:
         raise ValueError(
-            f"exact enumeration could need up to {bound} patterns (n={n}, rank+1={k}), more than "
+            f"exact enumeration could need up to {bound} patterns (n={n}, dimension {k}), more than "
             f"max_patterns={max_patterns}; sample arrangements instead or raise max_patterns"
         )
     # each cell: (signs of the rows seen so far, interior witness g)
@@ -176,6 +185,36 @@ def enumerate_arrangements(basis: BNBasis, *, max_patterns: int = 20_000, tol: f
     mask = A @ G.T >= 0
     mask, G = _unique_patterns(mask, G)
     return Arrangements(mask=mask, generators=G, exact=True)
+
+
+def relu_arrangements(
+    X, n_arrangements: int = 200, *, method: str = "auto", random_state=None, max_patterns: int = 20_000
+) -> Arrangements:
+    """Activation patterns ``1[X g >= 0]`` of ReLUs applied to the raw data (no BN before the ReLU).
+
+    The patterns of the BN-after-ReLU program (:mod:`convexbn.post_relu`); :func:`make_arrangements`'s
+    rule for ``method``. Append a column of ones to ``X`` for a first-layer bias.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    n_arrangements : int
+    method : {"auto", "sample", "exact"}
+    random_state : int, RandomState or None
+    max_patterns : int
+
+    Returns
+    -------
+    Arrangements
+        Generators of shape (P, d).
+    """
+    if method not in ("auto", "sample", "exact"):
+        raise ValueError(f"unknown arrangement method {method!r}; expected 'auto', 'sample' or 'exact'")
+    X = np.asarray(X, dtype=np.float64)
+    n_arrangements = check_positive_int(n_arrangements, "n_arrangements")
+    if method == "exact" or (method == "auto" and max_arrangements(*X.shape) <= n_arrangements):
+        return _enumerate_cells(X, max_patterns, 1e-9)
+    return _sample_patterns(X, n_arrangements, random_state)
 
 
 def network_arrangements(basis: BNBasis, network) -> Arrangements:

@@ -7,7 +7,9 @@ training wall time and epochs (the convex solver's own curve too, from its itera
 landscape measures of Santurkar et al. along each trajectory, the convex program's included.
 :func:`sorted_batches_experiment` (BN vs Full Normalization with class-sorted batches) and
 :func:`batch_size_experiment` (BN preconditioning vs BN at batch sizes 1, 2, 8, 128) are the two
-experiments of the BN-variant papers. :mod:`convexbn.plotting` draws all three records.
+experiments of the BN-variant papers. :func:`implicit_reg_experiment` asks whether the spectral filters of
+spec section 9 make the convex optimum track a gradient-trained BN network. :mod:`convexbn.plotting` draws
+the first three records.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = [
     "batch_size_experiment",
     "evaluate_predictions",
     "format_comparison_table",
+    "implicit_reg_experiment",
+    "format_implicit_reg_table",
 ]
 
 #: Network variants of the harness: name -> (TwoLayerNet norm, optimizer, extra train_network options).
@@ -476,6 +480,134 @@ def format_comparison_table(record: dict, title: str = "") -> str:
             "" if run["comparable_to_convex"] else ", plain net: another objective"
         )
         row(name, run["objective"], run["best_objective"], run["wall_time"], run.get("test"), note)
+    return "\n".join(lines)
+
+
+def _labels(F: np.ndarray) -> np.ndarray:
+    """Predicted class indices from outputs (n, C): the sign of one +-1 column, else the argmax."""
+    return (F[:, 0] > 0).astype(int) if F.shape[1] == 1 else F.argmax(axis=1)
+
+
+def implicit_reg_experiment(
+    X,
+    y,
+    X_test,
+    y_test,
+    *,
+    betas: Sequence[float],
+    filters: Sequence = (None, "power:0.5", "power:1"),
+    n_arrangements: int = 50,
+    n_neurons: int = 100,
+    epochs: int = 2000,
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    batch_size: int | None = None,
+    init_scale: float = 0.1,
+    solver: str = "torch",
+    solver_options: dict | None = None,
+    random_state: int = 0,
+) -> list[dict]:
+    """Gradient-trained BN networks against the plain and the spectrally filtered convex programs.
+
+    For each ``beta``: one BN network (spec eq. (1)-(3), ``n_neurons`` wide, initialized at scale
+    ``init_scale``) is trained by SGD with momentum on objective (3) (full batch by default: the gradient
+    descent of spec section 9), and the convex program is solved for each filter of ``filters``
+    (:mod:`convexbn.implicit_reg`; ``None`` is the plain program) with ``n_arrangements`` patterns sampled
+    from the filtered basis. Every model is then evaluated on ``(X_test, y_test)``.
+
+    Parameters
+    ----------
+    X, X_test : array-like of shape (n, d), (n_test, d)
+        Standardized inputs.
+    y, y_test : array-like of shape (n,), (n_test,)
+        Class labels. Two classes: one +-1 column; more: one-hot columns (squared loss, as in the paper).
+    betas : sequence of float
+        Weight decay per sample (the programs use ``beta * n``, the estimators' convention).
+    filters : sequence
+        Filter specifications (:func:`convexbn.implicit_reg.spectral_filter`).
+    n_arrangements, n_neurons, epochs, lr, momentum, batch_size, init_scale : see above
+        ``lr`` is divided by ``n`` (the loss is a sum over samples).
+    solver, solver_options :
+        Backend of :meth:`ConvexBNProblem.solve`.
+    random_state : int
+        Seeds the patterns, the initialization and the batch order.
+
+    Returns
+    -------
+    list of dict
+        One row per ``(beta, model)``: ``model`` (``"sgd"`` or the filter), train objective (the
+        filter's own objective for a convex model, (3) for SGD), ``train_accuracy``, ``test_accuracy``,
+        ``neurons``, ``seconds``, and for the convex models ``agreement`` (fraction of equal test labels
+        with the SGD network) and ``correlation`` (Pearson correlation of the test outputs).
+    """
+    from .estimators import class_targets
+    from .implicit_reg import filtered_basis, spectral_filter
+
+    X = check_data(X)
+    X_test = check_data(X_test, name="X_test", min_samples=1)
+    classes, index = np.unique(np.asarray(y), return_inverse=True)
+    if classes.size < 2:
+        raise ValueError(f"y has a single class ({classes[0]!r})")
+    test_index = np.searchsorted(classes, np.asarray(y_test))
+    Y = class_targets(index, classes.size, "squared")
+    Y = Y.reshape(len(Y), -1)
+    n = X.shape[0]
+    basis = bn_basis(X)
+    rows = []
+    for beta in betas:
+        b = float(beta) * n
+        start = time.perf_counter()
+        model = TwoLayerNet(
+            X.shape[1], n_neurons, Y.shape[1], n_train=n, init_scale=init_scale,
+            generator=torch.Generator().manual_seed(random_state),
+        )  # fmt: skip
+        train_network(
+            model, X, Y, beta=b, loss="squared", optimizer="sgd", lr=lr / n, momentum=momentum,
+            batch_size=batch_size, epochs=epochs, record_every=epochs, random_state=random_state,
+        )  # fmt: skip
+        sgd_net = model.to_network(X, b, "squared")
+        sgd_seconds = time.perf_counter() - start
+        F_sgd = sgd_net.forward(X_test, training=False)
+        rows.append({
+            "beta": float(beta), "model": "sgd", "objective": sgd_net.objective(X, Y),
+            "train_accuracy": float(np.mean(_labels(sgd_net.forward(X, training=True)) == index)),
+            "test_accuracy": float(np.mean(_labels(F_sgd) == test_index)),
+            "neurons": n_neurons, "seconds": sgd_seconds, "agreement": 1.0, "correlation": 1.0,
+        })  # fmt: skip
+        for spec in filters:
+            implicit = spectral_filter(spec)
+            kept, _ = filtered_basis(basis, implicit)
+            arrangements = sample_arrangements(kept, n_arrangements, random_state=random_state)
+            problem = ConvexBNProblem(basis, arrangements, Y, b, implicit_reg=implicit)
+            start = time.perf_counter()
+            solution = problem.solve(solver, **(solver_options or {}))
+            network = recover_network(solution)
+            seconds = time.perf_counter() - start
+            F = network.forward(X_test, training=False)
+            rows.append({
+                "beta": float(beta), "model": str(implicit), "objective": solution.objective,
+                "train_accuracy": float(np.mean(_labels(solution.predict_train()) == index)),
+                "test_accuracy": float(np.mean(_labels(F) == test_index)),
+                "neurons": network.n_neurons, "seconds": seconds,
+                "agreement": float(np.mean(_labels(F) == _labels(F_sgd))),
+                "correlation": float(np.corrcoef(F.ravel(), F_sgd.ravel())[0, 1]),
+            })  # fmt: skip
+    return rows
+
+
+def format_implicit_reg_table(rows: list[dict]) -> str:
+    """The rows of :func:`implicit_reg_experiment` as a markdown table."""
+    lines = [
+        "| beta | model | objective | train acc | test acc | agreement with SGD | output correlation "
+        "| neurons | time [s] |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['beta']:g} | {r['model']} | {r['objective']:.5g} | {r['train_accuracy']:.3f} | "
+            f"{r['test_accuracy']:.3f} | {r['agreement']:.3f} | {r['correlation']:.3f} | {r['neurons']} | "
+            f"{r['seconds']:.1f} |"
+        )
     return "\n".join(lines)
 
 

@@ -34,6 +34,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._validation import check_choice, check_positive, check_positive_int, prepare_data
 from .arrangements import make_arrangements
 from .basis import bn_basis
+from .implicit_reg import filtered_basis, implicit_objective, spectral_filter
 from .network import BNNetwork, concatenate_networks
 from .problem import ConvexBNProblem, SolverError, SolverWarning
 from .recovery import recover_network
@@ -171,6 +172,7 @@ class _ConvexBNBase(BaseEstimator):
         random_state=None,
         n_jobs=None,
         verbose=0,
+        implicit_reg=None,
     ):
         self.beta = beta
         self.loss = loss
@@ -184,6 +186,7 @@ class _ConvexBNBase(BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.implicit_reg = implicit_reg
 
     # --- parameter checks (fit never changes the parameters) -------------------------------------
     def _check_params(self):
@@ -203,18 +206,29 @@ class _ConvexBNBase(BaseEstimator):
             raise TypeError(f"warm_start must be a bool, got {type(self.warm_start).__name__}")
         if self.n_jobs is not None and not isinstance(self.n_jobs, Integral):
             raise TypeError(f"n_jobs must be an int or None, got {type(self.n_jobs).__name__}")
+        if self.implicit_reg is not None and not isinstance(self.implicit_reg, (str, float, int)):
+            raise TypeError(
+                "implicit_reg must be None, a string ('power:0.5', 'top:10', 'tau:0.1') or a float (the "
+                f"power); got {type(self.implicit_reg).__name__}"
+            )
+        spectral_filter(self.implicit_reg)  # raises on a malformed specification
         return dtype
 
     # --- fitting -----------------------------------------------------------------------------------
     def _fit_programs(self, X: np.ndarray, targets: list, loss: str, dtype: str):
         """Build and solve one program per entry of ``targets``; set the fitted attributes."""
         n = X.shape[0]
-        basis = bn_basis(X)
+        full_basis = bn_basis(X)
+        implicit = spectral_filter(self.implicit_reg)
+        basis, _ = filtered_basis(full_basis, implicit)  # the leading directions, for a truncating filter
         arrangements = make_arrangements(
             basis, self.n_arrangements, random_state=check_random_state(self.random_state)
         )
         beta = float(self.beta) * n
-        problems = [ConvexBNProblem(basis, arrangements, y, beta=beta, loss=loss) for y in targets]
+        problems = [
+            ConvexBNProblem(basis, arrangements, y, beta=beta, loss=loss, implicit_reg=implicit)
+            for y in targets
+        ]
         solver = _choose_solver(problems[0], self.solver)
 
         warm = [None] * len(problems)
@@ -255,10 +269,14 @@ class _ConvexBNBase(BaseEstimator):
                     ConvergenceWarning,
                     stacklevel=3,
                 )
-        # the equivalence (3) == (4), checked by a plain forward pass of each recovered network
+        # the equivalence (3) == (4), checked by a plain forward pass of each recovered network (with a
+        # spectral filter, (3) with the filter's weighted penalty, which the convex objective equals)
         gaps = []
         for j, (res, y) in enumerate(zip(results, targets, strict=True)):
-            forward = res["network"].objective(X, y)
+            if implicit.is_identity:
+                forward = res["network"].objective(X, y)
+            else:
+                forward = implicit_objective(res["network"], X, y, full_basis, implicit)
             gap = abs(forward - res["objective"]) / max(abs(res["objective"]), 1e-12)
             gaps.append(gap)
             if gap > EQUIVALENCE_RTOL:
@@ -354,6 +372,12 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
         backend, e.g. Dask or Ray).
     verbose : int, default=0
         Solver output.
+    implicit_reg : None, str or float, default=None
+        Spectral filter encoding gradient descent's implicit regularization (spec section 9,
+        :mod:`convexbn.implicit_reg`): ``"power:t"`` (or the float ``t``) builds the program on
+        ``[U (S/S_max)^t, 1/sqrt(n)]``, ``"top:k"`` / ``"tau:x"`` on the leading singular directions
+        only. ``None``: the plain program. The network is still a BN network; ``equivalence_gap_`` then
+        compares with the filter's weighted objective (:func:`convexbn.implicit_reg.implicit_objective`).
 
     Attributes
     ----------
@@ -411,11 +435,12 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
         random_state=None,
         n_jobs=None,
         verbose=0,
+        implicit_reg=None,
     ):
         super().__init__(
             beta=beta, loss=loss, n_arrangements=n_arrangements, solver=solver, device=device,
             dtype=dtype, max_iter=max_iter, tol=tol, warm_start=warm_start,
-            random_state=random_state, n_jobs=n_jobs, verbose=verbose,
+            random_state=random_state, n_jobs=n_jobs, verbose=verbose, implicit_reg=implicit_reg,
         )  # fmt: skip
 
     def fit(self, X, y):

@@ -139,6 +139,21 @@ class ConvexBNProblem:
         ``"exact"``: program (4) with its cone constraints, equivalent to the BN network.
         ``"gated"``: the unconstrained gated-ReLU relaxation (a different, larger model class; its
         solution is *not* a BN network and cannot be recovered as one).
+    implicit_reg : None, str, float or SpectralFilter
+        Spectral filter ``F`` of spec section 9 (:mod:`convexbn.implicit_reg`): the program is built on
+        ``U'_F = [U F(S), 1/sqrt(n)]`` instead of ``U'``, encoding gradient descent's bias towards the
+        directions of large singular values. ``None`` (default): the plain program (4). A truncating
+        filter (``"top:k"``, ``"tau:x"``) builds the program on the leading directions only, so
+        ``arrangements`` should come from :func:`convexbn.implicit_reg.filtered_basis`.
+
+    Attributes
+    ----------
+    basis : BNBasis
+        The basis the program is built on (the given one, truncated by a truncating filter).
+    Uprime : ndarray of shape (n, k)
+        The program's data matrix: ``U'``, or ``U'_F`` with a filter.
+    column_weights : ndarray of shape (k,)
+        ``[F(S), 1]``: ``Uprime = basis.Uprime * column_weights`` (all ones without a filter).
     """
 
     def __init__(
@@ -149,7 +164,10 @@ class ConvexBNProblem:
         beta: float,
         loss: str | Loss = "squared",
         formulation: str = "exact",
+        implicit_reg=None,
     ):
+        from .implicit_reg import filtered_basis, spectral_filter
+
         if not isinstance(basis, BNBasis):
             raise TypeError(f"basis must be a BNBasis (from bn_basis), got {type(basis).__name__}")
         if not isinstance(arrangements, Arrangements):
@@ -159,6 +177,8 @@ class ConvexBNProblem:
             raise ValueError(f"arrangements have {arrangements.n_samples} samples, the basis {n_rows}")
         if arrangements.n_patterns == 0:
             raise ValueError("arrangements hold no pattern")
+        self.implicit_reg = spectral_filter(implicit_reg)
+        basis, weights = filtered_basis(basis, self.implicit_reg)
         self.basis = basis
         self.arrangements = arrangements
         self.loss = get_loss(loss)
@@ -168,7 +188,8 @@ class ConvexBNProblem:
         if Y.shape[0] != n_rows:
             raise ValueError(f"y has {Y.shape[0]} samples but X has {n_rows}: inconsistent shapes")
         self.Y = Y
-        self.Uprime = basis.Uprime
+        self.column_weights = np.append(weights, 1.0)
+        self.Uprime = basis.Uprime if self.implicit_reg.is_identity else basis.Uprime * self.column_weights
 
     # --- sizes -------------------------------------------------------------------------------------
     @property
@@ -291,38 +312,54 @@ class ConvexBNProblem:
         return (
             f"ConvexBNProblem(n={self.n_samples}, rank={self.basis.rank}, P={self.n_patterns}, "
             f"C={self.n_outputs}, beta={self.beta:g}, loss={self.loss.name!r}, "
-            f"formulation={self.formulation!r})"
+            f"formulation={self.formulation!r}"
+            + ("" if self.implicit_reg.is_identity else f", implicit_reg={str(self.implicit_reg)!r}")
+            + ")"
         )
 
 
 def _prune(problem: ConvexBNProblem, W_pos, W_neg, mask, tol: float):
-    """Zero the smallest groups while the objective rises by at most ``tol`` (relative).
-
-    The number removed is found by bisection over the groups sorted by norm (O(log P) objective
-    evaluations); a large group is never removed because its removal would exceed the budget.
-    """
+    """Zero the smallest groups while the objective rises by at most ``tol`` (relative); see
+    :func:`prune_groups`."""
     norms = np.concatenate([group_norms(W_pos).ravel(), group_norms(W_neg).ravel()])
-    nonzero = norms > 0
-    if tol == 0 or not nonzero.any():
-        return W_pos, W_neg
-    order = np.argsort(norms)
-    order = order[nonzero[order]]
-    base = problem.objective(W_pos, W_neg, mask)
-    budget = tol * max(abs(base), 1e-12)
+    half = W_pos.size // W_pos.shape[-1]
 
-    def pruned(count):
-        keep = np.ones(norms.size, dtype=bool)
-        keep[order[:count]] = False
-        half = W_pos.size // W_pos.shape[-1]
+    def pruned(keep):
         kp = keep[:half].reshape(W_pos.shape[:-1], order="C")[..., None]
         kn = keep[half:].reshape(W_neg.shape[:-1], order="C")[..., None]
         return W_pos * kp, W_neg * kn
 
+    keep = prune_groups(norms, lambda keep: problem.objective(*pruned(keep), mask), tol)
+    return (W_pos, W_neg) if keep is None else pruned(keep)
+
+
+def prune_groups(norms: np.ndarray, objective, tol: float) -> np.ndarray | None:
+    """The groups to keep when the smallest are zeroed while the objective rises by at most ``tol``.
+
+    ``norms`` (flat) are the groups' norms, ``objective(keep)`` the objective with only the groups of the
+    boolean mask ``keep`` nonzero. The number removed is found by bisection over the groups sorted by
+    norm (O(log P) objective evaluations); a large group is never removed because its removal would
+    exceed the budget. Returns None when there is nothing to prune.
+    """
+    nonzero = norms > 0
+    if tol == 0 or not nonzero.any():
+        return None
+    order = np.argsort(norms)
+    order = order[nonzero[order]]
+    everything = np.ones(norms.size, dtype=bool)
+    base = objective(everything)
+    budget = tol * max(abs(base), 1e-12)
+
+    def keep_mask(count):
+        keep = everything.copy()
+        keep[order[:count]] = False
+        return keep
+
     lo, hi = 0, order.size  # invariant: removing `lo` groups is within budget
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if problem.objective(*pruned(mid), mask) - base <= budget:
+        if objective(keep_mask(mid)) - base <= budget:
             lo = mid
         else:
             hi = mid - 1
-    return pruned(lo)
+    return keep_mask(lo)

@@ -20,6 +20,12 @@ def recover_network(solution: ConvexBNSolution) -> BNNetwork:
     The neuron's penalty ``(gamma^2 + alpha^2 + ||v||^2) / 2`` equals ``||u||``, so objective (3) of the
     network equals the convex objective (4) whenever the cone constraints hold.
 
+    With a spectral filter (``implicit_reg``, spec section 9) the program's data matrix is
+    ``U'_F = U' diag(c)``, ``c = [F(S), 1]``: the group's neuron is the BN neuron with
+    ``[gamma q; alpha] = c * z``, whose output on the training data is the group's, and whose weights map
+    back through the same ``F``. Its plain penalty is then at most ``||u||``; the filtered penalty
+    (:func:`convexbn.implicit_reg.implicit_objective`) equals it.
+
     Groups are taken as the solver left them after pruning (see ``prune_tol`` in
     :meth:`ConvexBNProblem.solve`): exact zeros are skipped.
 
@@ -48,7 +54,7 @@ def recover_network(solution: ConvexBNSolution) -> BNNetwork:
             v[c] = sign * np.sqrt(t)
             V.append(v)
     m = len(Z)
-    Z = np.array(Z).reshape(m, r + 1)
+    Z = np.array(Z).reshape(m, r + 1) * problem.column_weights  # [gamma q; alpha] of each neuron
     output = np.array(V).reshape(m, C)
     gamma = np.linalg.norm(Z[:, :r], axis=1)
     alpha = Z[:, r].copy()

@@ -24,6 +24,11 @@ def closed_form_applies(problem) -> tuple[bool, str]:
         return False, f"the closed form needs the squared loss, not {problem.loss.name!r}"
     if problem.formulation != "exact":
         return False, "the closed form is for the exact program"
+    if not np.allclose(problem.column_weights, 1.0):
+        return False, (
+            f"the closed form is for the plain BN basis; implicit_reg={str(problem.implicit_reg)!r} "
+            "weights its columns (the penalty is then no longer ||U' u|| of the prediction)"
+        )
     if problem.dim != problem.n_samples:
         return False, (
             "the closed form needs the overparameterized regime rank(P X) + 1 == n; got "

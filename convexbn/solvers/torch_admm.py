@@ -6,13 +6,16 @@ Variables ``x = (u, u')`` of shape (2, C, P, k). Three splits, one penalty ``rho
     v = x          (the group-lasso copy)                                      -> group soft-threshold
     s = G x >= 0   (the cone slacks, (2, C, n, P); G x = S * (U' x^T))         -> ReLU
 
-The x-update solves ``(A^T A + G^T G + I) x = rhs``. Because ``U'`` has orthonormal columns and each
-``S_i`` is a +-1 diagonal, ``G^T G = I``: the system is ``(A^T A + 2 I) x = rhs`` for every ``rho``, so
-``rho`` adapts (residual balancing, Boyd et al. 2011, section 3.4.1) at no cost. By Woodbury,
-``(2 I + A^T A)^{-1} = (I - A^T (2 I + A A^T)^{-1} A) / 2`` with
-``A A^T = 2 K``, ``K = (U' U'^T) * (mask mask^T)`` (n x n, two matmuls), so one Cholesky factorization of
-``I + K`` serves the whole solve. Memory: ``n^2`` floats for the factor (use the FISTA/AL method beyond a
-few tens of thousands of samples) plus about ``(4 + 10 C) n P`` for slacks, duals and temporaries.
+The x-update solves ``(A^T A + G^T G + I) x = rhs``. Each ``S_i`` is a +-1 diagonal, so
+``G^T G = U'^T U'`` on every group: the identity for the orthonormal BN basis (the system is
+``(A^T A + 2 I) x = rhs``), the diagonal ``[F(S)^2, 1]`` for a spectral filter (``implicit_reg``). Either
+way ``B = I + U'^T U'`` is a fixed k x k matrix, the system does not depend on ``rho``, and ``rho`` adapts
+(residual balancing, Boyd et al. 2011, section 3.4.1) at no cost. By Woodbury,
+``(B + A^T A)^{-1} = B^{-1} - B^{-1} A^T (I + A B^{-1} A^T)^{-1} A B^{-1}`` with
+``A B^{-1} A^T = 2 (U' B^{-1} U'^T) * (mask mask^T)`` (n x n, two matmuls; ``K = (U' U'^T) * (mask
+mask^T)`` for the plain basis), so one Cholesky factorization serves the whole solve. Memory: ``n^2``
+floats for the factor (use the FISTA/AL method beyond a few tens of thousands of samples) plus about
+``(4 + 10 C) n P`` for slacks, duals and temporaries.
 
 Every loss enters through its elementwise prox: closed form for squared and hinge (exact, no smoothing),
 a few safeguarded Newton steps for logistic and cross-entropy. The reported point is the group-sparse copy
@@ -114,10 +117,14 @@ class _Maps:
         self.mask = torch.as_tensor(problem.mask, device=device, dtype=dtype)
         self.signs = 2 * self.mask - 1
         self.Y = torch.as_tensor(problem.Y, device=device, dtype=dtype)
-        # Cholesky factor of I + K, K = (U' U'^T) * (mask mask^T)
-        K = (self.Up @ self.Up.T) * (self.mask @ self.mask.T)
-        K.diagonal().add_(1.0)
-        self.chol = torch.linalg.cholesky(K)
+        # B = I + G^T G per group, G^T G = U'^T U' (the identity for the orthonormal BN basis; diagonal
+        # [F(S)^2, 1] for a spectral filter). M = I + A B^{-1} A^T = I + 2 (U' B^{-1} U'^T) * (mask mask^T)
+        k = self.Up.shape[1]
+        eye = torch.eye(k, device=device, dtype=dtype)
+        self.Binv = torch.linalg.inv(eye + self.Up.T @ self.Up)
+        M = 2 * (self.Up @ self.Binv @ self.Up.T) * (self.mask @ self.mask.T)
+        M.diagonal().add_(1.0)
+        self.chol = torch.linalg.cholesky(M)
 
     def pre(self, X):
         """``U' x^T`` for X of shape (2, C, P, k): (2, C, n, P)."""
@@ -138,10 +145,10 @@ class _Maps:
         return torch.matmul(parts.transpose(-1, -2), self.Up)
 
     def solve_x(self, rhs):
-        """``(A^T A + 2 I)^{-1} rhs`` by Woodbury: ``(rhs - A^T (2 I + 2 K)^{-1} A rhs) / 2``."""
-        a = self.A(self.pre(rhs))  # (n, C)
-        t = torch.cholesky_solve(a, self.chol) / 2
-        return (rhs - self.adjoint(w=t)) / 2
+        """``(A^T A + B) ^{-1} rhs`` by Woodbury: ``B^{-1} (rhs - A^T M^{-1} A B^{-1} rhs)``."""
+        x = rhs @ self.Binv
+        t = torch.cholesky_solve(self.A(self.pre(x)), self.chol)  # (n, C)
+        return (rhs - self.adjoint(w=t)) @ self.Binv
 
 
 def solve_admm(
@@ -229,7 +236,7 @@ def solve_admm(
     alpha = relaxation
     y_scale = max(float(maps.Y.norm()), 1e-300)
     while state["it"] < max_iter:
-        # x-update: (A^T A + 2 I) x = A^T (F - lF) + (v - lv) + G^T (s - ls)
+        # x-update: (A^T A + B) x = A^T (F - lF) + (v - lv) + G^T (s - ls), B = I + U'^T U'
         x = maps.solve_x(maps.adjoint(w=F - lF, z=s - ls) + (v - lv))
         Z = maps.pre(x)
         Ax, Gx = maps.A(Z), maps.signs * Z
