@@ -505,6 +505,7 @@ def implicit_reg_experiment(
     init_scale: float = 0.1,
     solver: str = "torch",
     solver_options: dict | None = None,
+    add_sgd_patterns: bool = False,
     random_state: int = 0,
 ) -> list[dict]:
     """Gradient-trained BN networks against the plain and the spectrally filtered convex programs.
@@ -529,6 +530,11 @@ def implicit_reg_experiment(
         ``lr`` is divided by ``n`` (the loss is a sum over samples).
     solver, solver_options :
         Backend of :meth:`ConvexBNProblem.solve`.
+    add_sgd_patterns : bool
+        Add the SGD network's activation patterns (:func:`convexbn.network_arrangements` on the filtered
+        basis) to the sampled ones. For one output the SGD network is then a feasible point of the plain
+        program, whose optimum is at most its objective (3); without them a small sample can leave the
+        convex optimum above what SGD reaches.
     random_state : int
         Seeds the patterns, the initialization and the batch order.
 
@@ -578,6 +584,8 @@ def implicit_reg_experiment(
             implicit = spectral_filter(spec)
             kept, _ = filtered_basis(basis, implicit)
             arrangements = sample_arrangements(kept, n_arrangements, random_state=random_state)
+            if add_sgd_patterns:
+                arrangements = merge_arrangements(arrangements, network_arrangements(kept, sgd_net))
             problem = ConvexBNProblem(basis, arrangements, Y, b, implicit_reg=implicit)
             start = time.perf_counter()
             solution = problem.solve(solver, **(solver_options or {}))
@@ -590,9 +598,16 @@ def implicit_reg_experiment(
                 "test_accuracy": float(np.mean(_labels(F) == test_index)),
                 "neurons": network.n_neurons, "seconds": seconds,
                 "agreement": float(np.mean(_labels(F) == _labels(F_sgd))),
-                "correlation": float(np.corrcoef(F.ravel(), F_sgd.ravel())[0, 1]),
+                "correlation": _correlation(F, F_sgd), "patterns": arrangements.n_patterns,
             })  # fmt: skip
     return rows
+
+
+def _correlation(F: np.ndarray, G: np.ndarray) -> float:
+    """Pearson correlation of two output arrays; NaN when either is constant (e.g. the zero network)."""
+    a, b = F.ravel() - F.mean(), G.ravel() - G.mean()
+    scale = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / scale) if scale > 0 else float("nan")
 
 
 def format_implicit_reg_table(rows: list[dict]) -> str:

@@ -36,6 +36,7 @@ def main(argv=None) -> list:
     parser.add_argument("--lr", type=float, default=0.05, help="SGD step times n")
     parser.add_argument("--batch-size", type=int, default=None, help="default: full batch")
     parser.add_argument("--init-scale", type=float, default=0.1)
+    parser.add_argument("--sgd-patterns", action="store_true", help="add the SGD network's patterns")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="folder for results.md and results.json")
     parser.add_argument("--smoke", action="store_true", help="tiny settings (seconds)")
@@ -54,8 +55,11 @@ def main(argv=None) -> list:
             X_tr, y_tr, X_te, y_te, betas=args.betas, filters=args.filters,
             n_arrangements=args.n_arrangements, n_neurons=args.n_neurons, epochs=args.epochs, lr=args.lr,
             batch_size=args.batch_size, init_scale=args.init_scale, random_state=args.seed,
+            add_sgd_patterns=args.sgd_patterns,
         )  # fmt: skip
-        title = f"{name}: n_train={X_tr.shape[0]}, d={X_tr.shape[1]}, P={args.n_arrangements}"
+        title = f"{name}: n_train={X_tr.shape[0]}, d={X_tr.shape[1]}, P={args.n_arrangements}" + (
+            " + the SGD network's patterns" if args.sgd_patterns else ""
+        )
         tables.append(f"### {title}\n\n{format_implicit_reg_table(rows)}\n")
         results.append({"dataset": name, "n_train": X_tr.shape[0], "rows": rows})
     text = "\n".join(tables)

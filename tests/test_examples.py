@@ -26,7 +26,7 @@ def _value(stdout: str, key: str) -> str:
 def test_every_example_is_tested():
     tested = {"solve_and_recover.py", "compare_sgd.py", "model_selection.py", "regularization_path.py",
               "closed_form.py", "certificate_enumerated.py", "sklearn_pipeline.py",
-              "distributed_solve.py"}  # fmt: skip
+              "distributed_solve.py", "implicit_regularization.py"}  # fmt: skip
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -91,3 +91,14 @@ def test_distributed_solve_under_torchrun():
     assert float(_value(out, "network_max_abs_diff")) < 1e-8
     assert float(_value(out, "forward_objective_rel_diff")) < 1e-6  # AL stops at feas_tol 1e-7
     assert int(_value(out, "allreduce_calls")) >= 2 * int(_value(out, "n_iter"))
+
+
+def test_implicit_regularization(tmp_path):
+    import json
+
+    out = _run("implicit_regularization.py", "--smoke", "--out", str(tmp_path))
+    assert "| beta | model |" in out
+    rows = json.loads((tmp_path / "results.json").read_text())["results"][0]["rows"]
+    assert [r["model"] for r in rows] == ["sgd", "none", "power:0.5", "top:5"]
+    for r in rows:
+        assert 0.5 <= r["test_accuracy"] <= 1 and 0 <= r["agreement"] <= 1

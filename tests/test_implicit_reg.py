@@ -211,3 +211,40 @@ def test_estimator_option(data, tmp_path):
         ConvexBNClassifier(implicit_reg="bogus").fit(X, y > 0)
     with pytest.raises(TypeError, match="implicit_reg must be None, a string"):
         ConvexBNClassifier(implicit_reg=SpectralFilter()).fit(X, y > 0)
+
+
+def test_experiment_rows_are_the_programs_they_name():
+    from sklearn.datasets import load_breast_cancer
+
+    from convexbn.compare import implicit_reg_experiment
+    from convexbn.data import split_and_standardize
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = split_and_standardize(X[:120], y[:120], test_size=0.3)
+    rows = implicit_reg_experiment(
+        X_tr, y_tr, X_te, y_te, betas=[1e-2], filters=[None, "power:0.5"], n_arrangements=15, n_neurons=10,
+        epochs=200, solver="clarabel", add_sgd_patterns=True,
+    )
+    sgd, plain, filtered = rows
+    # with the SGD network's patterns, the plain program's optimum is at most SGD's objective (3)
+    assert plain["objective"] <= sgd["objective"] + 1e-6
+    assert filtered["objective"] >= plain["objective"]  # same patterns, F <= 1
+    # the filtered row is the filtered program on the same patterns, solved again here
+    import torch
+
+    from convexbn import merge_arrangements, network_arrangements
+    from convexbn.nn import TwoLayerNet, train_network
+
+    n = X_tr.shape[0]
+    Y = np.where(y_tr == 1, 1.0, -1.0)
+    gen = torch.Generator().manual_seed(0)
+    model = TwoLayerNet(X_tr.shape[1], 10, 1, n_train=n, init_scale=0.1, generator=gen)
+    train_network(model, X_tr, Y, beta=1e-2 * n, optimizer="sgd", lr=0.05 / n, epochs=200, record_every=200,
+                  random_state=0)  # fmt: skip
+    net = model.to_network(X_tr, 1e-2 * n)
+    assert net.objective(X_tr, Y) == pytest.approx(sgd["objective"], rel=1e-10)
+    basis = bn_basis(X_tr)
+    sampled = sample_arrangements(basis, 15, random_state=0)
+    arrangements = merge_arrangements(sampled, network_arrangements(basis, net))
+    problem = ConvexBNProblem(basis, arrangements, Y, 1e-2 * n, implicit_reg="power:0.5")
+    assert problem.solve("clarabel").objective == pytest.approx(filtered["objective"], rel=1e-9)
