@@ -41,45 +41,37 @@ import numpy as np
 from ._validation import check_data, check_positive
 from .arrangements import Arrangements
 from .losses import get_loss
+from .network import BNNetwork
 from .problem import SolverError, SolverWarning, prune_groups
 
 __all__ = ["PostReLUBNNetwork", "PostReLUBNProblem", "PostReLUSolution", "recover_post_relu_network"]
 
 
-@dataclass
-class PostReLUBNNetwork:
+class PostReLUBNNetwork(BNNetwork):
     """Two-layer network with BN after the ReLU: ``f(X) = BN(relu(X W)) V`` in the spec's BN convention.
 
-    Attributes
-    ----------
-    weights : ndarray of shape (d, m)
-    gamma, alpha : ndarray of shape (m,)
-    output : ndarray of shape (m, C)
-    running_mean, running_norm : ndarray of shape (m,)
-        Training mean of ``relu(X w_j)`` and training norm of its centered values (eval mode).
-    n_train : int
-    beta : float
-    loss : str
+    The attributes, the penalty and the objective are :class:`~convexbn.BNNetwork`'s; what differs is the
+    hidden layer (:meth:`hidden`) and the statistics: ``running_mean`` and ``running_norm`` are the
+    training mean of ``relu(X w_j)`` and the norm of its centered values (eval mode).
     """
 
-    weights: np.ndarray
-    gamma: np.ndarray
-    alpha: np.ndarray
-    output: np.ndarray
-    running_mean: np.ndarray
-    running_norm: np.ndarray
-    n_train: int
-    beta: float
-    loss: str = "squared"
-
-    @property
-    def n_neurons(self) -> int:
-        return int(self.gamma.shape[0])
+    @classmethod
+    def from_parameters(cls, X, W, gamma, alpha, V, beta: float, loss: str = "squared") -> PostReLUBNNetwork:
+        """Wrap parameters with the training statistics of ``relu(X W)``."""
+        X = np.asarray(X, dtype=np.float64)
+        H = np.maximum(X @ W, 0.0)
+        mean = H.mean(axis=0)
+        return cls(
+            weights=np.asarray(W, dtype=np.float64), gamma=np.asarray(gamma, dtype=np.float64),
+            alpha=np.asarray(alpha, dtype=np.float64), output=np.asarray(V, dtype=np.float64),
+            running_mean=mean, running_norm=np.linalg.norm(H - mean, axis=0), n_train=X.shape[0],
+            beta=float(beta), loss=loss,
+        )  # fmt: skip
 
     def hidden(self, X, *, training: bool = False) -> np.ndarray:
         """BN outputs (n, m). A neuron with ``gamma = 0`` is the constant ``alpha / sqrt(n)`` (its BN input
         may have no variance)."""
-        X = check_data(X, min_samples=1)
+        X = self._check_X(X)
         H = np.maximum(X @ self.weights, 0.0)
         if training:
             mean = H.mean(axis=0)
@@ -92,17 +84,31 @@ class PostReLUBNNetwork:
         Z[:, live] = self.gamma[live] * (H[:, live] - mean[live]) / norm[live]
         return Z + self.alpha / np.sqrt(n)
 
-    def forward(self, X, *, training: bool = False) -> np.ndarray:
-        """Outputs, shape (n, C)."""
-        return self.hidden(X, training=training) @ self.output
+    def to_torch(self, *, dtype=None, eps: float = 1e-5):
+        """Export as ``nn.Sequential(Linear, ReLU, BatchNorm1d, Linear)`` with the same function.
 
-    def penalty(self) -> float:
-        return 0.5 * self.beta * float(np.sum(self.gamma**2) + np.sum(self.alpha**2) + np.sum(self.output**2))
+        PyTorch's BN is ``gamma_bn (h - mean) / sqrt(var + eps) + beta_bn`` with the biased variance; the
+        spec's is ``(gamma / sqrt(n)) (h - mean) / sqrt(var) + alpha / sqrt(n)``. So
+        ``gamma_bn = gamma sqrt((var + eps) / var) / sqrt(n)``, ``beta_bn = alpha / sqrt(n)``, the running
+        statistics are the training ones, and the output weights are ``v``. Returned in eval mode.
+        """
+        import torch
+        from torch import nn
 
-    def objective(self, X, y) -> float:
-        """The loss of a training-mode forward pass plus the weight decay."""
-        loss = get_loss(self.loss)
-        return loss.value(self.forward(X, training=True), loss.encode_targets(y)) + self.penalty()
+        dtype = torch.float64 if dtype is None else dtype
+        m, d, C, n = self.n_neurons, self.n_features, self.n_outputs, self.n_train
+        var = self.running_norm**2 / n
+        gain = np.where(var > 0, np.sqrt((var + eps) / np.where(var > 0, var, 1.0)), 0.0)
+        first, bn, last = nn.Linear(d, m, bias=False), nn.BatchNorm1d(m, eps=eps), nn.Linear(m, C, bias=False)
+        model = nn.Sequential(first, nn.ReLU(), bn, last).to(dtype)
+        with torch.no_grad():
+            first.weight.copy_(torch.as_tensor(self.weights.T))
+            bn.weight.copy_(torch.as_tensor(self.gamma * gain / np.sqrt(n)))
+            bn.bias.copy_(torch.as_tensor(self.alpha / np.sqrt(n)))
+            bn.running_mean.copy_(torch.as_tensor(self.running_mean))
+            bn.running_var.copy_(torch.as_tensor(var))
+            last.weight.copy_(torch.as_tensor(self.output.T))
+        return model.eval()
 
 
 @dataclass
@@ -293,17 +299,7 @@ def recover_post_relu_network(solution: PostReLUSolution) -> PostReLUBNNetwork:
             v[c] = sign * np.sqrt(t)
             output.append(v)
     m = len(gamma)
-    W = np.array(weights).reshape(m, X.shape[1]).T
-    H = np.maximum(X @ W, 0.0)
-    mean = H.mean(axis=0)
-    return PostReLUBNNetwork(
-        weights=W,
-        gamma=np.array(gamma),
-        alpha=np.array(alpha),
-        output=np.array(output).reshape(m, C),
-        running_mean=mean,
-        running_norm=np.linalg.norm(H - mean, axis=0),
-        n_train=X.shape[0],
-        beta=problem.beta,
-        loss=problem.loss.name,
-    )
+    return PostReLUBNNetwork.from_parameters(
+        X, np.array(weights).reshape(m, X.shape[1]).T, np.array(gamma), np.array(alpha),
+        np.array(output).reshape(m, C), beta=problem.beta, loss=problem.loss.name,
+    )  # fmt: skip

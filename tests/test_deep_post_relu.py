@@ -166,3 +166,18 @@ def test_post_relu_solvers_agree_and_errors(tiny):
         problem.solve("torch")
     with pytest.raises(ValueError, match="arrangements have 9 samples, X 8"):
         PostReLUBNProblem(X[:8], problem.arrangements, y[:8], 0.2)
+
+
+def test_post_relu_torch_export(tiny):
+    X, y = tiny
+    problem = PostReLUBNProblem(X, relu_arrangements(X, 20, method="sample", random_state=0), y, 0.2)
+    network = recover_post_relu_network(problem.solve())
+    module = network.to_torch()
+    X_new = np.random.default_rng(7).standard_normal((5, 3))
+    with torch.no_grad():
+        out = module(torch.as_tensor(X_new)).numpy()
+    np.testing.assert_allclose(out, network.forward(X_new), atol=1e-10)
+    module.train()
+    with torch.no_grad():
+        out = module(torch.as_tensor(X)).numpy()
+    np.testing.assert_allclose(out, network.forward(X, training=True), atol=1e-4)  # BN's eps = 1e-5
