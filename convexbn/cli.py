@@ -117,9 +117,13 @@ def _solve(args) -> dict:
     dataset = _load(args)
     loss, y, classes = encode_task(dataset, args.loss)
     X = dataset.X
+    from .implicit_reg import filtered_basis, implicit_objective, spectral_filter
+
+    implicit = spectral_filter(args.implicit_reg)
     basis = bn_basis(X)
-    arrangements = make_arrangements(basis, args.arrangements, random_state=args.seed)
-    problem = ConvexBNProblem(basis, arrangements, y, beta=args.beta, loss=loss)
+    kept, _ = filtered_basis(basis, implicit)
+    arrangements = make_arrangements(kept, args.arrangements, random_state=args.seed)
+    problem = ConvexBNProblem(basis, arrangements, y, beta=args.beta, loss=loss, implicit_reg=implicit)
     solver = _pick_solver(problem, args.solver.replace("-", "_"))
     options = _solver_options(solver, args)
     start = time.perf_counter()
@@ -128,7 +132,11 @@ def _solve(args) -> dict:
         solution = problem.solve(solver, **options)
     elapsed = time.perf_counter() - start
     network = recover_network(solution)
-    forward = network.objective(X, y)
+    # with a spectral filter the convex objective is the filter's weighted objective of the network
+    if implicit.is_identity:
+        forward = network.objective(X, y)
+    else:
+        forward = implicit_objective(network, X, y, basis, implicit)
     gap = abs(forward - solution.objective) / max(abs(solution.objective), 1e-12)
     certificate = problem.certificate(solution)
     F = network.forward(X, training=False)
@@ -140,6 +148,7 @@ def _solve(args) -> dict:
         "rank": basis.rank,
         "loss": loss,
         "beta": args.beta,
+        "implicit_reg": str(implicit),
         "arrangements": arrangements.n_patterns,
         "exact_arrangements": bool(arrangements.exact),
         "solver": solution.solver,
@@ -190,7 +199,8 @@ def _print_solve(report: dict) -> None:
     r = report
     lines = [
         f"data        {r['data']}: n={r['n_samples']}, d={r['n_features']}, rank {r['rank']}",
-        f"program     loss={report['loss']}, beta={report['beta']:g}, P={report['arrangements']}",
+        f"program     loss={report['loss']}, beta={report['beta']:g}, P={report['arrangements']}"
+        + ("" if r.get("implicit_reg", "none") == "none" else f", implicit_reg={r['implicit_reg']}"),
         f"solver      {report['solver']} ({report['status']}), {report['solve_time_s']:.2f} s",
         f"objective   {report['objective']:.10g} (convex, eq. (4))",
         f"network     {r['n_neurons']} neurons; forward objective (3) {r['forward_objective']:.10g}, "
@@ -443,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     solve = sub.add_parser("solve", help="solve the convex program, recover the network, certify it")
     _data_arguments(solve)
     _program_arguments(solve, beta=1.0, solver="auto")
+    solve.add_argument("--implicit-reg", default=None, metavar="SPEC",
+                       help="spectral filter of spec section 9: power:T, top:K or tau:X (default: none)")
     solve.add_argument("--out", default="convexbn-out")
     solve.set_defaults(run=_solve, show=_print_solve)
 

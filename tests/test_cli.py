@@ -54,6 +54,24 @@ def test_solve_csv_end_to_end(regression_csv, tmp_path):
     assert (out / "fit.png").stat().st_size > 1000
 
 
+def test_solve_with_implicit_reg(regression_csv, tmp_path):
+    from convexbn import bn_basis, implicit_objective
+
+    path, X, y = regression_csv
+    out = tmp_path / "out"
+    res = _run("solve", "--data", str(path), "--beta", "0.1", "--arrangements", "20", "--implicit-reg",
+               "power:0.5", "--solver", "clarabel", "--out", str(out), "--quiet")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["implicit_reg"] == "power:0.5" and report["equivalence_gap"] < 1e-6
+    network, _ = load_network(out / "network.npz")
+    value = implicit_objective(network, X, y, bn_basis(X), "power:0.5")
+    assert value == pytest.approx(report["objective"], rel=1e-6)
+    assert network.objective(X, y) <= report["objective"] + 1e-9
+    res = _run("solve", "--data", str(path), "--implicit-reg", "whiten", "--out", str(out), "--quiet")
+    assert res.returncode == 2 and "cannot parse implicit_reg='whiten'" in res.stderr
+
+
 def test_solve_npz_classification_and_bundled(tmp_path):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((50, 2))
