@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.utils import check_random_state
 
 from ._validation import check_data, check_positive_int
 from .arrangements import make_arrangements
@@ -200,9 +201,7 @@ def fit_layerwise(
     counts = [n_arrangements] * n_layers if np.isscalar(n_arrangements) else list(n_arrangements)
     if len(counts) != n_layers:
         raise ValueError(f"n_arrangements has {len(counts)} entries for {n_layers} layers")
-    rng = np.random.RandomState(random_state) if not isinstance(random_state, np.random.RandomState) else (
-        random_state
-    )
+    rng = check_random_state(random_state)  # one stream over the stages
     A = X
     hidden, solutions = [], []
     for stage in range(n_layers):

@@ -17,6 +17,7 @@ import numpy as np
 from ._validation import check_choice, check_positive
 from .arrangements import Arrangements
 from .basis import BNBasis
+from .implicit_reg import filtered_basis, spectral_filter
 from .losses import Loss, get_loss
 
 __all__ = [
@@ -166,8 +167,6 @@ class ConvexBNProblem:
         formulation: str = "exact",
         implicit_reg=None,
     ):
-        from .implicit_reg import filtered_basis, spectral_filter
-
         if not isinstance(basis, BNBasis):
             raise TypeError(f"basis must be a BNBasis (from bn_basis), got {type(basis).__name__}")
         if not isinstance(arrangements, Arrangements):
