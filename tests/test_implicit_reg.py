@@ -104,8 +104,8 @@ def test_cvxpy_and_torch_reach_the_same_objective(data, spec):
     assert reference.constraint_violation < 1e-6
     # the AL method converges slowly to high accuracy (its iterate is slightly infeasible, so its
     # objective can sit just below the optimum): a looser tolerance for it. On the unnormalized filter
-    # (columns scaled by S up to ~25 against the bias column's 1) its first-order inner solves stall:
-    # 20,000 iterations leave the objective 78% above the optimum (docs/implicit_reg.md), so it is
+    # (columns scaled by S up to ~25 against the bias column's 1) its first-order inner solves stall
+    # far above the optimum (benchmarks/bench_implicit_reg_solvers.py, docs/extensions.md), so it is
     # not run there; FISTA with exact cone projections and ADMM are unaffected
     runs = [("fista", 1e-9, 1e-7), ("admm", 1e-9, 1e-6)]
     if problem.implicit_reg.normalize:
