@@ -42,6 +42,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from .basis import BNBasis
+from .losses import get_loss
 
 __all__ = [
     "SpectralFilter",
@@ -214,9 +215,10 @@ def implicit_penalty_factors(network, basis: BNBasis, weights: np.ndarray) -> np
     """``||F(S)^{-1} q_j||^2`` for each neuron of ``network`` (shape (m,)), from its weights ``w_j``.
 
     ``q_j`` is the unit BN direction of neuron ``j``, ``S V^T w_j / ||S V^T w_j||``, in the coordinates of
-    ``basis`` (the filtered basis, with ``weights`` from :func:`filtered_basis`). A neuron whose centered
-    pre-activation ``P X w_j`` has a part outside the kept directions gets ``inf`` (the truncated program
-    cannot express it); one with ``gamma = 0`` gets 0 (its direction is irrelevant).
+    ``basis`` (the filtered basis, with ``weights`` from :func:`filtered_basis`); only the kept part of
+    ``P X w_j`` is seen here (:func:`implicit_objective` also sets ``inf`` for a neuron with a part outside
+    the kept directions, which needs the data). A neuron with ``gamma = 0`` gets 0 (its direction is
+    irrelevant); one with ``gamma != 0`` and no kept part gets ``inf``.
     """
     coords = basis.weights_to_coordinates(network.weights)  # (r, m), the kept part of P X w_j
     inside = np.linalg.norm(coords, axis=0)
@@ -247,8 +249,6 @@ def implicit_objective(network, X, y, basis: BNBasis, implicit_reg=None) -> floa
         The *unfiltered* basis of ``X`` (:func:`convexbn.bn_basis`); the filter is applied here.
     implicit_reg : see :func:`spectral_filter`
     """
-    from .losses import get_loss
-
     kept, weights = filtered_basis(basis, implicit_reg)
     loss = get_loss(network.loss)
     F = network.forward(X, training=True)
