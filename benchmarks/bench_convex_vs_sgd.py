@@ -130,7 +130,8 @@ def run(args):
     if args.pattern_search_rounds:
         start = time.perf_counter()
         ps_sol, ps_hist = solve_with_pattern_search(
-            basis, arr, y, beta, rounds=args.pattern_search_rounds, tol=args.tol, max_iter=args.max_iter
+            basis, arr, y, beta, rounds=args.pattern_search_rounds, tol=args.tol, max_iter=args.max_iter,
+            round_tol=args.round_tol,
         )
         ps_time = time.perf_counter() - start
         ps_net = recover_network(ps_sol)
@@ -205,6 +206,8 @@ def main(argv=None):
         default=0,
         help="also grow the patterns from the dual (convexbn.solve_with_pattern_search)",
     )
+    parser.add_argument("--round-tol", type=float, default=None,
+                        help="pattern search: tolerance of the rounds before the last (default: --tol)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     result = run(args)

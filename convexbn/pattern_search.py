@@ -104,6 +104,7 @@ def solve_with_pattern_search(
     max_new: int | None = None,
     n_steps: int = 3,
     solver: str = "torch",
+    round_tol: float | None = None,
     **options,
 ):
     """Solve the exact program, then add dual-violating patterns and re-solve, ``rounds`` times at most.
@@ -120,6 +121,11 @@ def solve_with_pattern_search(
         Fixed-point steps per candidate (:func:`candidate_patterns`).
     solver : str
         Backend; ``"torch"`` warm-starts each round from the previous solution.
+    round_tol : float, optional
+        ``solver="torch"``: solve the rounds before the last to this (looser) tolerance, then the last
+        pattern set once more, warm-started, to ``options["tol"]``. The candidates only need an
+        approximate dual point, and a tight certified gap costs most of a round. Default: every round at
+        ``tol``.
     **options
         Passed to :meth:`ConvexBNProblem.solve`.
 
@@ -139,6 +145,11 @@ def solve_with_pattern_search(
     problem = ConvexBNProblem(basis, arrangements, y, beta=beta, loss=loss)
     if not problem.loss.smooth:
         raise ValueError(f"pattern search needs a smooth loss, got {problem.loss.name!r}")
+    final_options = options
+    if round_tol is not None:
+        if solver != "torch":
+            raise ValueError("round_tol needs solver='torch' (the final re-solve is warm-started)")
+        options = {**options, "tol": float(round_tol)}
     solution = problem.solve(solver, **options)
     history = []
     for r in range(rounds + 1):
@@ -150,6 +161,10 @@ def solve_with_pattern_search(
             "seconds": time.perf_counter() - start,
         })  # fmt: skip
         if r == rounds or len(values) == 0:
+            if final_options is not options:  # the last pattern set, to the final tolerance
+                warm = (solution.W_pos, solution.W_neg)
+                solution = problem.solve(solver, warm_start=warm, **final_options)
+                history[-1].update(objective=solution.objective, seconds=time.perf_counter() - start)
             break
         new = Arrangements(mask=mask[:, :max_new], generators=gen[:max_new], exact=False)
         merged = merge_arrangements(problem.arrangements, new)

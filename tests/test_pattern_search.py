@@ -49,9 +49,21 @@ def test_rounds_lower_the_objective_and_recovery_stays_exact():
     assert recover_network(sol).objective(X, y) == pytest.approx(sol.objective, rel=1e-9)
 
 
+def test_loose_rounds_end_with_a_tight_final_solve():
+    X, y, basis, arr = _setup()
+    sol, history = solve_with_pattern_search(basis, arr, y, 0.1, rounds=3, tol=1e-8, round_tol=1e-3)
+    assert sol.status == "optimal" and sol.info["relative_gap"] <= 1e-8
+    assert history[-1]["objective"] == sol.objective < history[0]["objective"] * (1 - 1e-4)
+    # the final solve is exact on its (grown) pattern set: Clarabel and the forward pass agree
+    assert sol.objective == pytest.approx(sol.problem.solve("clarabel").objective, rel=1e-6)
+    assert recover_network(sol).objective(X, y) == pytest.approx(sol.objective, rel=1e-9)
+
+
 def test_pattern_search_errors():
     X, y, basis, arr = _setup()
     with pytest.raises(ValueError, match="needs a smooth loss"):
         solve_with_pattern_search(basis, arr, np.where(y > np.median(y), 1.0, -1.0), 0.1, loss="hinge")
     with pytest.raises(ValueError, match="max_new must be >= 1"):
         solve_with_pattern_search(basis, arr, y, 0.1, max_new=0)
+    with pytest.raises(ValueError, match="round_tol needs solver='torch'"):
+        solve_with_pattern_search(basis, arr, y, 0.1, solver="clarabel", round_tol=1e-3)

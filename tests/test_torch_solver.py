@@ -75,6 +75,11 @@ def test_fista_gap_is_the_certificate_bound():
     assert lower == pytest.approx(cert.lower_bound, rel=1e-9)
     assert (objective - lower) / objective <= 1e-8
     assert cert.certified
+    # the stopping rule uses the best bound of all checks: each is a valid bound on the optimum
+    best = max(low for _, _, low in sol.info["history"])
+    assert sol.info["lower_bound"] == best
+    assert best <= problem.solve("clarabel").objective * (1 + 1e-9)
+    assert sol.info["relative_gap"] == pytest.approx((sol.objective - best) / sol.objective, abs=1e-15)
 
 
 def test_torch_hinge_is_close_to_clarabel():
