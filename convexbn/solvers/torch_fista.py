@@ -186,11 +186,10 @@ def solve_fista(
         stop = False
         if state["it"] % check_every == 0:
             objective, lower = duality_gap(maps, X, beta, faces)
-            best = max(lower, state.get("lower", -math.inf))  # every check's dual point bounds the optimum
-            state["lower"] = best
+            state["history"].append((state["it"], objective, lower))
+            best = _best_bound(state["history"])  # every check's dual point bounds the optimum
             gap = (objective - best) / max(abs(objective), 1e-300)
             state["gap"] = gap
-            state["history"].append((state["it"], objective, lower))
             if verbose and state["it"] % (10 * check_every) == 0:
                 print(f"FISTA {state['it']}: objective {objective:.10g} relative gap {gap:.2e} L {L:.3g}")
             if callback is not None:
@@ -214,9 +213,14 @@ def solve_fista(
         "status": status,
         "solver": name,
         "n_iter": state["it"],
-        "info": {"relative_gap": state["gap"], "lower_bound": state.get("lower", -math.inf),
+        "info": {"relative_gap": state["gap"], "lower_bound": _best_bound(state["history"]),
                  "history": state["history"], "lipschitz": L},
     }
+
+
+def _best_bound(history) -> float:
+    """The largest lower bound over the checks ``(it, objective, lower)`` so far (-inf before any)."""
+    return max((lower for _, _, lower in history), default=-math.inf)
 
 
 def _lipschitz_estimate(maps, shape, dtype, dev, n_power=20):
