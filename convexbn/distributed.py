@@ -12,14 +12,16 @@ steps on the same (replicated, small) variables ``W_pos``, ``W_neg`` of shape (C
    per-rank hashes of each pattern, keeping the same first occurrences as
    :func:`convexbn.sample_arrangements`.
 3. :class:`DistributedConvexBNProblem` and its ``solve``: the augmented-Lagrangian torch solver
-   (``method="al"``, :mod:`convexbn.solvers.torch_backend`) with one all-reduce of the gradient
-   (``2 C P k + 1`` floats) per evaluation of the smooth part, and one scalar max-reduce per AL round.
+   (``method="al"``, :mod:`convexbn.solvers.torch_backend`) with, per iteration, one all-reduce of the
+   gradient at the extrapolated point (``2 C P k + 1`` floats), a scalar one per backtracking trial, the
+   stopping rule's gradient every 5th iteration, and one scalar max-reduce per AL round.
    Stopping rules, pruning, the reported objective and the recovered network are those of the
    single-process solve; checkpoints are written per rank (``PATH.rank{r}-of-{w}``).
 
 Memory per rank (floats of the working dtype, ``n_r`` rows on the rank): ``n_r k`` (basis) + ``2 n_r P``
-(mask and signs) + ``2 C n_r P`` (multipliers) + about ``6 C n_r P`` (temporaries per gradient) +
-``O(C P k + d^2 w)`` replicated, i.e. roughly ``(2 + 8 C) n_r P + n_r k`` floats.
+(mask and signs) + ``2 C n_r P`` (multipliers) + ``4 C n_r P`` (the last two iterates' pre-activations) +
+about ``8 C n_r P`` (temporaries) + ``O(C P k + d^2 w)`` replicated, i.e. roughly ``(2 + 14 C) n_r P + n_r k``
+floats.
 
 Launch with ``torchrun --nproc_per_node=N script.py`` (Gloo on CPU, NCCL on GPUs); the script calls
 ``torch.distributed.init_process_group`` and passes its rows (e.g. ``X[shard_rows(n, rank, N)]``).

@@ -41,8 +41,12 @@ class SolverWarning(UserWarning):
 
 def predict_from_groups(Uprime: np.ndarray, mask: np.ndarray, W: np.ndarray) -> np.ndarray:
     """Outputs ``F[:, c] = sum_i D_i U' W[c, i]`` of shape (n, C) for ``W`` of shape (C, P, k)."""
-    # (C, n, P) pre-activations, masked, summed over patterns
-    return np.einsum("np,cnp->nc", mask, np.einsum("nk,cpk->cnp", Uprime, W))
+    F = np.zeros((Uprime.shape[0], W.shape[0]), dtype=np.result_type(Uprime, W))
+    for c in range(W.shape[0]):
+        used = np.flatnonzero(np.any(W[c] != 0, axis=1))  # zero groups add nothing: skip their products
+        if used.size:
+            F[:, c] = np.sum(mask[:, used] * (Uprime @ W[c, used].T), axis=1)
+    return F
 
 
 def group_norms(W: np.ndarray) -> np.ndarray:
@@ -58,9 +62,13 @@ def cone_violation(Uprime: np.ndarray, mask: np.ndarray, W: np.ndarray) -> float
     scale = group_norms(W).max(initial=0.0)
     if scale == 0:
         return 0.0
-    signs = np.where(mask, 1.0, -1.0)
-    pre = np.einsum("nk,cpk->cnp", Uprime, W)
-    return float(np.maximum(0.0, -(signs * pre)).max() / scale)
+    worst = 0.0
+    for c in range(W.shape[0]):
+        used = np.flatnonzero(np.any(W[c] != 0, axis=1))  # a zero group satisfies its cone
+        if used.size:
+            pre = Uprime @ W[c, used].T  # (n, used)
+            worst = max(worst, float(np.max(np.where(mask[:, used], -pre, pre))))
+    return max(worst, 0.0) / scale
 
 
 @dataclass

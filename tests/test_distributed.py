@@ -82,15 +82,19 @@ def test_distributed_solve_equals_single_process(single, world):
     np.testing.assert_allclose(np.vstack([o["pred"] for o in out]), solution.predict_train(), atol=1e-8)
     for key, value in _network_arrays(network).items():
         np.testing.assert_allclose(first[key], value, atol=1e-8, err_msg=key)
-    # and the recovered network's plain forward pass on all the data gives the convex objective
+    # and the recovered network's plain forward pass on all the data gives the convex objective (AL
+    # stops at a relative cone violation of feas_tol = 1e-7, which bounds the difference)
     X, y = _data()
-    assert first["network"].objective(X, y) == pytest.approx(first["objective"], rel=1e-8)
-    # communication: one (2 C P k + 1)-float all-reduce per gradient evaluation, counted per rank
+    assert first["network"].objective(X, y) == pytest.approx(first["objective"], rel=1e-7)
+    # communication, counted per rank: per iteration one (2 C P k + 1)-float all-reduce for the gradient
+    # at the extrapolated point and a scalar one per backtracking trial; the stopping rule's gradient
+    # every fifth iteration (half the size in the gated phase); a few small messages per AL round
     comm = first["comm"]
     assert comm["world_size"] == world
-    assert comm["allreduce_calls"] >= 2 * solution.n_iter
     k = basis.dim
-    assert comm["allreduce_bytes"] >= 8 * (2 * solution.W_pos.shape[1] * k + 1) * 2 * solution.n_iter
+    grad_bytes = 8 * (2 * solution.W_pos.shape[1] * k + 1)
+    assert 2 * solution.n_iter <= comm["allreduce_calls"] <= 3.5 * solution.n_iter
+    assert grad_bytes * solution.n_iter <= comm["allreduce_bytes"] <= 1.5 * grad_bytes * solution.n_iter
 
 
 def _checkpoint_worker(rank, world, path):

@@ -83,17 +83,22 @@ def test_fista_gap_is_the_certificate_bound():
 
 
 def test_torch_hinge_is_close_to_clarabel():
-    # the hinge loss is solved through Huber smoothing with continuation down to mu = 1e-7; the continuation
-    # may use up the iteration budget, which is labelled "optimal_inaccurate" (and warned about)
+    # the hinge loss is solved through Huber smoothing with continuation down to mu = 1e-7; each smoothing
+    # level's FISTA run ends on the subgradient rule or when its objective stalls (rel_change), so the
+    # continuation finishes within the budget (measured: 14785 iterations, 8e-8 from Clarabel)
     X, y, problem = _problem("hinge", "gated")
     ref = problem.solve("clarabel")
+    sol = problem.solve("torch")
+    assert sol.status == "optimal"
+    assert sol.objective == pytest.approx(ref.objective, rel=1e-6)
+    # with a budget too small for the continuation, the result is labelled (and warned about)
     with pytest.warns(UserWarning, match="optimal_inaccurate"):
-        sol = problem.solve("torch")
-    assert sol.status == "optimal_inaccurate"
-    assert sol.objective == pytest.approx(ref.objective, rel=1e-4)
+        short = problem.solve("torch", max_iter=500)
+    assert short.status == "optimal_inaccurate"
+    assert short.objective >= ref.objective * (1 - 1e-9)
 
 
-@pytest.mark.parametrize("method", ["fista", "admm"])
+@pytest.mark.parametrize("method", ["fista", "admm", "al"])
 def test_checkpoint_resume_gives_the_same_result(tmp_path, method):
     _, _, problem = _problem()
     path = tmp_path / "state.pt"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..arrangements import Arrangements
+from ..problem import predict_from_groups
 
 __all__ = ["solve_closed_form", "closed_form_applies", "closed_form_objective"]
 
@@ -77,7 +78,7 @@ def solve_closed_form(problem) -> dict:
         generators=np.array(generators).reshape(P, k),
         exact=False,
     )
-    F = np.einsum("np,cnp->nc", arrangements.mask, np.einsum("nk,cpk->cnp", Uprime, W_pos - W_neg))
+    F = predict_from_groups(Uprime, arrangements.mask, W_pos - W_neg)
     return {
         "W_pos": W_pos,
         "W_neg": W_neg,

@@ -6,13 +6,22 @@ matmul), the prediction is ``F[:, c] = sum_p mask * (Z_pos - Z_neg)`` and the gr
 ``(mask * R[:, c])^T U'`` for ``R = grad L(F)``. The cone constraints are ``S * Z >= 0`` with
 ``S = 2 mask - 1``; their AL term is ``(rho / 2) ||relu(Lambda / rho - S * Z)||^2``.
 
+Cost per FISTA iteration: ``Z`` is linear in W, so the pre-activations at the extrapolated point are the
+same extrapolation of the last two iterates' ones (kept), and an iteration costs one gradient there (the
+adjoint products) and one forward product per backtracking trial: about ``2 B C n P k`` multiply-adds
+for ``B`` blocks (2 for the exact program), half of what evaluating value and gradient at both points
+costs. The stopping rule's gradient at the new point is formed every 5th iteration only.
+
 Peak memory (floats of the working dtype): the basis ``n k``, the mask and signs ``2 n P``, the multipliers
-``2 C n P`` (exact program), and about six (C, n, P) temporaries per gradient evaluation, so roughly
-``(2 + 8 C) n P + n k + 12 C P k`` floats. (No chunking over samples yet.)
+``2 C n P`` (exact program), the kept pre-activations of the last two iterates ``4 C n P``, and the new
+point's pre-activations with about three (2, C, n, P) temporaries of the AL term, so roughly
+``(2 + 14 C) n P + n k + 12 C P k`` floats. (No chunking over samples yet.)
 
 FISTA (Beck & Teboulle, 2009) with backtracking on the Lipschitz estimate and function-value adaptive
 restart (O'Donoghue & Candes, 2015), as in Mishkin, Sahiner & Pilanci (ICML 2022); inner stopping on the
-norm of the minimum-norm subgradient and on the relative objective change. AL outer loop: multipliers
+norm of the minimum-norm subgradient or on the relative change of the best objective over 5 iterations
+(``rel_change``; by default 10 epsilons of the dtype, where float32 stalls before the subgradient rule
+can be met). AL outer loop: multipliers
 ``Lambda <- relu(Lambda - rho S Z)``, ``rho`` times ``rho_growth`` (2) when the violation fails to halve,
 inexact inner solves whose tolerance tightens by 5x per round (our choices, exposed as parameters; pyscnn's
 rule differs in constants). The exact program is warm-started from the gated
@@ -182,7 +191,7 @@ class TorchSolverState:
 
     FIELDS = (
         "X", "X_prev", "Lam", "rho", "L", "t", "phase", "outer", "inner", "total", "mu",
-        "prev_obj", "prev_violation", "history", "g_ref",
+        "prev_obj", "prev_violation", "history", "g_ref", "obj_check",
     )  # fmt: skip
 
     def __init__(self, **kw):
@@ -194,24 +203,43 @@ class TorchSolverState:
         return {name: getattr(self, name) for name in self.FIELDS}
 
 
-def _smooth_value_grad(ops, X, Lam, rho, exact, mu):
-    """Smooth part (loss + AL term) and its gradient at X = (W_pos, W_neg) stacked: (2, C, P, k)."""
-    Zp = ops.pre(X[0])
-    if exact:
-        Zn = ops.pre(X[1])
-        F = ops.predict(Zp - Zn)
-    else:
-        F = ops.predict(Zp)
+def _pre_stack(ops, X):
+    """Pre-activations of every block of X (B, C, P, k): (B, C, n, P). Linear in X, so the solver
+    forms them at the extrapolated point from those of the last two iterates without a product."""
+    return torch.stack([ops.pre(X[j]) for j in range(X.shape[0])])
+
+
+def _smooth_value(ops, Z, Lam, rho, exact, mu):
+    """Smooth part (loss + AL term) from the pre-activations Z (B, C, n, P), and what its gradient needs.
+
+    The value is this process's share (not yet all-reduced in a distributed solve).
+    """
+    F = ops.predict(Z[0] - Z[1]) if exact else ops.predict(Z[0])
     value, R = _loss_value_grad(ops, F, mu)
+    if not exact:
+        return value, R, None
+    V = (Lam / rho - ops.signs * Z).clamp_min(0)
+    return value + 0.5 * rho * V.square().sum(), R, V
+
+
+def _smooth_grad(ops, R, V, rho, exact):
+    """Gradient (B, C, P, k) of the smooth part from the pieces :func:`_smooth_value` returns."""
     MR = ops.mask * R.T[:, :, None]  # (C, n, P)
     if not exact:
-        return _reduce_value_grad(ops, value, ops.adjoint(MR)[None])
-    Vp = (Lam[0] / rho - ops.signs * Zp).clamp_min(0)
-    Vn = (Lam[1] / rho - ops.signs * Zn).clamp_min(0)
-    value = value + 0.5 * rho * (Vp.square().sum() + Vn.square().sum())
-    Gp = ops.adjoint(MR - rho * ops.signs * Vp)
-    Gn = ops.adjoint(-MR - rho * ops.signs * Vn)
-    return _reduce_value_grad(ops, value, torch.stack([Gp, Gn]))
+        return ops.adjoint(MR)[None]
+    return torch.stack([ops.adjoint(MR - rho * ops.signs * V[0]), ops.adjoint(-MR - rho * ops.signs * V[1])])
+
+
+def _value_grad_at(ops, Z, Lam, rho, exact, mu):
+    """Smooth value (a float, all-reduced) and gradient from the pre-activations Z: one message."""
+    value, R, V = _smooth_value(ops, Z, Lam, rho, exact, mu)
+    value, grad = _reduce_value_grad(ops, value, _smooth_grad(ops, R, V, rho, exact))
+    return float(value), grad
+
+
+def _reduce_value(ops, value) -> float:
+    """All-reduce a value alone (a scalar message) in a distributed solve."""
+    return float(value if ops.comm is None else ops.reduce_sum(value.reshape(1).clone())[0])
 
 
 def _reduce_value_grad(ops, value, grad):
@@ -266,6 +294,7 @@ def solve_torch(
     rho: float | None = None,
     rho_growth: float = 2.0,
     inner_tol0: float = 1e-3,
+    rel_change: float | None = None,
     warm_start=None,
     hinge_mu_min: float = 1e-7,
     checkpoint: str | os.PathLike | None = None,
@@ -311,6 +340,11 @@ def solve_torch(
     inner_tol0 : float
         Inner tolerance of the first AL round; round ``j`` uses ``max(tol, inner_tol0 * 0.2**j)``
         (inexact early rounds, exact last ones).
+    rel_change : float, optional
+        ``"al"`` and the gated relaxation: FISTA runs also stop when their best objective improved by at
+        most ``rel_change`` (relative) over the last 5 iterations. Default: 10 machine epsilons of
+        ``dtype``, a guard against stalling at the dtype's rounding level, where the subgradient rule
+        cannot be met (float32 on large problems).
     warm_start : ConvexBNSolution, dict or tuple (W_pos, W_neg), optional
         Start from these variables (the gated phase is skipped for the exact program). A solution (or
         its dict ``{"W_pos", "W_neg", "info"}``) from a previous ADMM solve on the same patterns also
@@ -371,6 +405,8 @@ def solve_torch(
             resume=resume, progress=progress, verbose=verbose, callback=callback,
         )  # fmt: skip
     ops = _Operators(problem, torch.device(device), dtype)
+    if rel_change is None:
+        rel_change = 10 * torch.finfo(dtype).eps
     exact = problem.formulation == "exact"
     C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
     shape = (2 if exact else 1, C, P, k)
@@ -434,8 +470,8 @@ def solve_torch(
     status = "optimal"
     while True:
         if state.phase == "gated":
-            _fista_run(ops, state, exact=False, tol=tol, max_iter=max_iter, bar=bar,
-                       save=save, every=checkpoint_every, report=report)  # fmt: skip
+            _fista_run(ops, state, exact=False, tol=tol, max_iter=max_iter, bar=bar, save=save,
+                       every=checkpoint_every, report=report, rel_change=rel_change)  # fmt: skip
             if state.total >= max_iter or state.stopped:
                 status = "optimal_inaccurate"
                 break
@@ -447,19 +483,21 @@ def solve_torch(
             X[0] = G * (S > 0)
             X[1] = -G * (S < 0)
             state.X, state.X_prev, state.t, state.phase, state.inner = X, X.clone(), 1.0, "main", 0
+            # a new problem: its restart test must not compare against the gated objective
+            state.prev_obj, state.obj_check = math.inf, math.inf
             state.history.append(("gated", state.total, _objective(ops, state.X[:1], False)))
             save()
             continue
         inner_tol = max(tol, inner_tol0 * 0.2**state.outer) if exact else tol
-        converged = _fista_run(ops, state, exact=exact, tol=inner_tol, max_iter=max_iter, bar=bar,
-                               save=save, every=checkpoint_every, report=report)  # fmt: skip
+        converged = _fista_run(ops, state, exact=exact, tol=inner_tol, max_iter=max_iter, bar=bar, save=save,
+                               every=checkpoint_every, report=report, rel_change=rel_change)  # fmt: skip
         converged = converged and inner_tol <= tol
         if state.total >= max_iter or state.stopped:
             status = "optimal_inaccurate"
             break
         if hinge and state.mu > hinge_mu_min:
             state.mu = max(state.mu / 10, hinge_mu_min)
-            state.t, state.inner, state.prev_obj = 1.0, 0, math.inf
+            state.t, state.inner, state.prev_obj, state.obj_check = 1.0, 0, math.inf, math.inf
             continue
         if not exact:
             break
@@ -479,7 +517,7 @@ def solve_torch(
             state.rho *= rho_growth
         state.prev_violation = violation
         state.outer += 1
-        state.t, state.inner, state.prev_obj = 1.0, 0, math.inf
+        state.t, state.inner, state.prev_obj, state.obj_check = 1.0, 0, math.inf, math.inf
         save()
     if status != "optimal":
         save()  # the exact point where the budget ran out, so that a resume continues from it
@@ -522,8 +560,18 @@ def _lipschitz_estimate(ops, shape, exact, n_power=20):
     return max(est * curvature * (2 if exact else 1), 1e-12)
 
 
-def _fista_run(ops, state, *, exact, tol, max_iter, bar, save, every, report=None):
-    """FISTA on the current (AL-augmented) problem, continuing from ``state``. True if converged."""
+def _fista_run(ops, state, *, exact, tol, max_iter, bar, save, every, report=None, check_every=5,
+               rel_change=0.0):
+    """FISTA on the current (AL-augmented) problem, continuing from ``state``. True if converged.
+
+    Converged: the minimum-norm subgradient is below ``tol`` times the reference gradient, or the best
+    objective improved by at most ``rel_change`` (relative) over the last ``check_every`` iterations.
+
+    Per iteration: one gradient at the extrapolated point (two adjoint products; its pre-activations
+    are the same extrapolation of the last two iterates' ones) and one forward product per
+    backtracking trial. The stopping rule's gradient at the new point (two more adjoint products) is
+    formed every ``check_every`` iterations only.
+    """
     beta = ops.beta
     # the gated warm-start phase of the exact program works on the first block only
     X, X_prev = (state.X[:1], state.X_prev[:1]) if state.phase == "gated" else (state.X, state.X_prev)
@@ -534,25 +582,40 @@ def _fista_run(ops, state, *, exact, tol, max_iter, bar, save, every, report=Non
     obj = state.prev_obj
     slack = 10 * torch.finfo(ops.dtype).eps  # rounding allowance of the sufficient-decrease test
     converged = False
+    # fresh products at every (re)start, so that a resumed solve takes the very same steps
+    Z = _pre_stack(ops, X)
+    Z_prev = Z if torch.equal(X, X_prev) else _pre_stack(ops, X_prev)
+    # the best objective at the last check (inf at the start of a run: a new round or phase)
+    obj_check = math.inf if state.obj_check is None else state.obj_check
     while state.total < max_iter:
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
-        Yx = X + ((t - 1) / t_next) * (X - X_prev)
-        fy, gy = _smooth_value_grad(ops, Yx, Lam, rho, use_exact, mu)
+        momentum = (t - 1) / t_next
+        Yx = X + momentum * (X - X_prev)
+        Zy = Z + momentum * (Z - Z_prev) if momentum else Z
+        fy, gy = _value_grad_at(ops, Zy, Lam, rho, use_exact, mu)
+        del Zy
         if state.g_ref is None:  # scale of the stopping rule: the gradient at the start of the solve
             state.g_ref = max(float(gy.norm()), 1e-300)
-        fy = float(fy)
+        extrapolated = bool(momentum)
         while True:  # backtracking on L
             Xn = _group_shrink(Yx - gy / L, beta / L)
             D = Xn - Yx
-            fx, gx = _smooth_value_grad(ops, Xn, Lam, rho, use_exact, mu)
-            fx = float(fx)
+            Zn = _pre_stack(ops, Xn)
+            fx, Rn, Vn = _smooth_value(ops, Zn, Lam, rho, use_exact, mu)
+            fx = _reduce_value(ops, fx)
             if fx <= fy + float((gy * D).sum()) + 0.5 * L * float(D.square().sum()) + slack * abs(fy):
                 break
+            if extrapolated:
+                # the extrapolated pre-activations carry their own rounding, which a very curved loss
+                # (the smoothed hinge at small mu) can mistake for a too-small L: recompute them once
+                fy, gy = _value_grad_at(ops, _pre_stack(ops, Yx), Lam, rho, use_exact, mu)
+                extrapolated = False
+                continue
             L *= 2.0
         new_obj = fx + nonsmooth(Xn)
         if new_obj > obj:  # adaptive restart: drop the momentum
             t_next = 1.0
-        X_prev, X = X, Xn
+        X_prev, X, Z_prev, Z = X, Xn, Z, Zn
         t = t_next
         L *= 0.95  # let the step grow back
         state.total += 1
@@ -560,8 +623,15 @@ def _fista_run(ops, state, *, exact, tol, max_iter, bar, save, every, report=Non
         if bar is not None:
             bar.update(1)
         obj = min(obj, new_obj)
-        # stop on the minimum-norm subgradient of the (AL-augmented) objective at the new point
-        converged = _min_norm_subgrad(gx, X, beta) <= tol * state.g_ref
+        if state.inner % check_every == 0:
+            # stop on the minimum-norm subgradient of the (AL-augmented) objective at the new point
+            _, gx = _reduce_value_grad(ops, torch.zeros((), dtype=ops.dtype, device=ops.device),
+                                       _smooth_grad(ops, Rn, Vn, rho, use_exact))  # fmt: skip
+            converged = _min_norm_subgrad(gx, X, beta) <= tol * state.g_ref
+            stalled = math.isfinite(obj_check) and obj_check - obj <= rel_change * abs(obj)
+            converged = converged or stalled
+            obj_check = state.obj_check = obj
+        del Rn, Vn
         state.X, state.X_prev, state.L, state.t, state.prev_obj = X, X_prev, L, t, obj
         if every and state.total % every == 0:
             save()
