@@ -625,8 +625,7 @@ def _fista_run(ops, state, *, exact, tol, max_iter, bar, save, every, report=Non
         obj = min(obj, new_obj)
         if state.inner % check_every == 0:
             # stop on the minimum-norm subgradient of the (AL-augmented) objective at the new point
-            _, gx = _reduce_value_grad(ops, torch.zeros((), dtype=ops.dtype, device=ops.device),
-                                       _smooth_grad(ops, Rn, Vn, rho, use_exact))  # fmt: skip
+            gx = ops.reduce_sum(_smooth_grad(ops, Rn, Vn, rho, use_exact))  # a fresh tensor: summed in place
             converged = _min_norm_subgrad(gx, X, beta) <= tol * state.g_ref
             stalled = math.isfinite(obj_check) and obj_check - obj <= rel_change * abs(obj)
             converged = converged or stalled
