@@ -131,7 +131,7 @@ def run(args):
         start = time.perf_counter()
         ps_sol, ps_hist = solve_with_pattern_search(
             basis, arr, y, beta, rounds=args.pattern_search_rounds, tol=args.tol, max_iter=args.max_iter,
-            round_tol=args.round_tol,
+            round_tol=args.round_tol, n_starts=args.n_starts, ascent_steps=args.ascent_steps, random_state=0,
         )
         ps_time = time.perf_counter() - start
         ps_net = recover_network(ps_sol)
@@ -206,6 +206,9 @@ def main(argv=None):
         default=0,
         help="also grow the patterns from the dual (convexbn.solve_with_pattern_search)",
     )
+    parser.add_argument("--n-starts", type=int, default=1000,
+                        help="pattern search: ascent starts per sign (0: fixed-point only)")
+    parser.add_argument("--ascent-steps", type=int, default=20, help="pattern search: ascent steps per start")
     parser.add_argument("--round-tol", type=float, default=None,
                         help="pattern search: tolerance of the rounds before the last (default: --tol)")
     parser.add_argument("--out", default=None)

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import torch
+from sklearn.utils import check_random_state
 
 from ._validation import check_positive_int
 from .arrangements import Arrangements, _unique_patterns, merge_arrangements
@@ -32,8 +33,84 @@ from .solvers.cone_projection import project_cones
 __all__ = ["candidate_patterns", "solve_with_pattern_search"]
 
 
-def candidate_patterns(solution: ConvexBNSolution, n_steps: int = 3):
+def _fixed_point_candidates(problem, lam, n_steps: int):
+    """Every current pattern moved by ``n_steps`` fixed-point steps: (n, B) masks, their (B, k)
+    generators, signs and outputs."""
+    U, C, P = problem.Uprime, problem.n_outputs, problem.n_patterns
+    mask = problem.mask.astype(float)
+    W = []
+    for c in range(C):
+        base = (mask * lam[:, c : c + 1]).T @ U  # (P, k): U'^T D_i lambda_c
+        W.extend([base, -base])
+    W = np.vstack(W)
+    sigma = np.tile(np.repeat(np.r_[1.0, -1.0], P), C)
+    out = np.repeat(np.arange(C), 2 * P)
+    for _ in range(n_steps):
+        D = (U @ W.T >= 0).astype(float)  # (n, B)
+        W = sigma[:, None] * ((D * lam[:, out]).T @ U)
+    return U @ W.T >= 0, W, sigma, out
+
+
+def _ascent_candidates(problem, lam, solution, n_starts: int, n_steps: int, step: float, rng):
+    """Patterns visited by projected ascent of ``h(w) = sigma lambda_c^T (U' w)_+`` on the unit sphere.
+
+    From ``n_starts`` Gaussian directions per output and sign (and from the solution's own nonzero
+    groups), ``n_steps`` steps ``w <- normalize(w + step * g / ||g||)``, ``g = sigma U'^T D(w) lambda_c``
+    the (sub)gradient of ``h``. ``w`` lies in the cone of its own pattern ``D(w)`` and has norm one, so
+    ``h(w)`` is a *certified lower bound* on that pattern's dual value: every visited pattern with
+    ``h(w) > beta`` violates the dual constraint. Returns those patterns (distinct, best bound kept),
+    their generators (the ``w``), signs, outputs and bounds.
+    """
+    U, beta = problem.Uprime, problem.beta
+    seen: dict[bytes, tuple[float, np.ndarray, np.ndarray, float, int]] = {}
+    for c in range(problem.n_outputs):
+        for sigma, groups in ((1.0, solution.W_pos[c]), (-1.0, solution.W_neg[c])):
+            own = groups[np.linalg.norm(groups, axis=1) > 0]
+            W = np.vstack([rng.standard_normal((n_starts, U.shape[1])), own])
+            W /= np.linalg.norm(W, axis=1, keepdims=True)
+            for it in range(n_steps + 1):
+                Z = U @ W.T  # (n, M)
+                D = Z >= 0
+                h = sigma * (lam[:, c] @ np.where(D, Z, 0.0))
+                hits = np.flatnonzero(h > beta * (1 + 1e-9))
+                for j, key in zip(hits, np.packbits(D[:, hits], axis=0).T, strict=True):
+                    key = key.tobytes()
+                    if key not in seen or seen[key][0] < h[j]:
+                        seen[key] = (float(h[j]), D[:, j].copy(), W[j].copy(), sigma, c)
+                if it == n_steps:
+                    break
+                G = sigma * ((D * lam[:, c : c + 1]).T @ U)  # (M, k)
+                W = W + step * G / np.linalg.norm(G, axis=1, keepdims=True).clip(1e-300)
+                W /= np.linalg.norm(W, axis=1, keepdims=True)
+    if not seen:
+        k = U.shape[1]
+        return np.zeros((U.shape[0], 0), bool), np.zeros((0, k)), np.zeros(0), np.zeros(0, int), np.zeros(0)
+    vals = sorted(seen.values(), key=lambda t: -t[0])
+    return (np.stack([v[1] for v in vals], axis=1), np.stack([v[2] for v in vals]),
+            np.array([v[3] for v in vals]), np.array([v[4] for v in vals]),
+            np.array([v[0] for v in vals]))  # fmt: skip
+
+
+def candidate_patterns(
+    solution: ConvexBNSolution,
+    n_steps: int = 3,
+    *,
+    n_starts: int = 1000,
+    ascent_steps: int = 20,
+    ascent_step: float = 0.5,
+    max_ascent: int = 2000,
+    random_state=None,
+):
     """Patterns that violate the dual constraint at ``solution``, most violated first.
+
+    Two sources of candidates, whose dual values are then computed exactly in one batched projection:
+
+    * every current pattern moved by ``n_steps`` fixed-point steps ``w <- sigma U'^T D(w) lambda``;
+    * with ``n_starts > 0``, the patterns visited by projected ascent of the dual constraint's function
+      ``h(w) = sigma lambda_c^T (U' w)_+`` over the unit sphere from ``n_starts`` random directions per
+      output and sign, and from the solution's nonzero groups. ``h(w)`` is a lower bound on the dual
+      value of ``w``'s own pattern, so only patterns with ``h(w) > beta`` are kept (the ``max_ascent``
+      with the largest bounds).
 
     Parameters
     ----------
@@ -41,6 +118,17 @@ def candidate_patterns(solution: ConvexBNSolution, n_steps: int = 3):
         A solution of the exact program (smooth loss).
     n_steps : int
         Fixed-point steps ``w <- sigma U'^T D(w) lambda`` from each current pattern.
+    n_starts : int
+        Random starts of the ascent per output and sign (0: the fixed-point candidates only, the
+        oracle of convexbn 0.1).
+    ascent_steps : int
+        Ascent steps from each start.
+    ascent_step : float
+        Length of each ascent step on the unit sphere (before renormalizing).
+    max_ascent : int
+        At most this many ascent candidates (the largest lower bounds) are projected exactly.
+    random_state : int, RandomState or None
+        Seed of the random starts.
 
     Returns
     -------
@@ -53,20 +141,13 @@ def candidate_patterns(solution: ConvexBNSolution, n_steps: int = 3):
     problem = solution.problem
     U, Y = problem.Uprime, problem.Y
     lam = -problem.loss.grad(solution.predict_train(), Y)  # (n, C)
-    mask = problem.mask.astype(float)
-    W = []
-    for c in range(Y.shape[1]):
-        base = (mask * lam[:, c : c + 1]).T @ U  # (P, k): U'^T D_i lambda_c
-        W.extend([base, -base])
-    W = np.vstack(W)
-    sigma = np.repeat(np.r_[1.0, -1.0], problem.n_patterns)
-    sigma = np.tile(sigma, Y.shape[1])
-    out = np.repeat(np.arange(Y.shape[1]), 2 * problem.n_patterns)
-    for _ in range(n_steps):
-        D = (U @ W.T >= 0).astype(float)  # (n, B)
-        W = sigma[:, None] * ((D * lam[:, out]).T @ U)
-    D = U @ W.T >= 0
-    W = sigma[:, None] * ((D * lam[:, out]).T @ U)  # the dual vector of the final pattern itself
+    D, gen, sigma, out = _fixed_point_candidates(problem, lam, n_steps)
+    if n_starts > 0:
+        rng = check_random_state(random_state)
+        a = _ascent_candidates(problem, lam, solution, n_starts, ascent_steps, ascent_step, rng)
+        D, gen = np.hstack([D, a[0][:, :max_ascent]]), np.vstack([gen, a[1][:max_ascent]])
+        sigma, out = np.r_[sigma, a[2][:max_ascent]], np.r_[out, a[3][:max_ascent]]
+    W = sigma[:, None] * ((D * lam[:, out]).T @ U)  # the dual vector of each candidate pattern
     res = project_cones(
         torch.as_tensor(W),
         torch.as_tensor(U),
@@ -77,8 +158,8 @@ def candidate_patterns(solution: ConvexBNSolution, n_steps: int = 3):
     keep = values > problem.beta * (1 + 1e-9)
     if not keep.any():
         return np.zeros((U.shape[0], 0), bool), np.zeros((0, U.shape[1])), np.zeros(0)
-    order = np.argsort(-values[keep])
-    cand_mask, cand_gen, cand_val = D[:, keep][:, order], W[keep][order], values[keep][order]
+    order = np.argsort(-values[keep], kind="stable")
+    cand_mask, cand_gen, cand_val = D[:, keep][:, order], gen[keep][order], values[keep][order]
     # distinct, and not already in the problem
     known = {m.tobytes() for m in np.packbits(problem.mask, axis=0).T}
     packed = np.packbits(cand_mask, axis=0).T
@@ -89,7 +170,7 @@ def candidate_patterns(solution: ConvexBNSolution, n_steps: int = 3):
     um, ug = _unique_patterns(cand_mask, cand_gen)
     vals = {p.tobytes(): v for p, v in zip(np.packbits(cand_mask, axis=0).T, cand_val, strict=True)}
     uv = np.array([vals[p.tobytes()] for p in np.packbits(um, axis=0).T])
-    order = np.argsort(-uv)
+    order = np.argsort(-uv, kind="stable")
     return um[:, order], ug[order], uv[order]
 
 
@@ -103,6 +184,9 @@ def solve_with_pattern_search(
     rounds: int = 10,
     max_new: int | None = None,
     n_steps: int = 3,
+    n_starts: int = 1000,
+    ascent_steps: int = 20,
+    random_state=None,
     solver: str = "torch",
     round_tol: float | None = None,
     **options,
@@ -119,6 +203,11 @@ def solve_with_pattern_search(
         Patterns added per round (default: the initial number of patterns / 4, at least 10).
     n_steps : int
         Fixed-point steps per candidate (:func:`candidate_patterns`).
+    n_starts, ascent_steps : int
+        Random starts and steps of the ascent oracle (:func:`candidate_patterns`; ``n_starts=0`` turns
+        it off).
+    random_state : int, RandomState or None
+        Seed of the ascent's random starts (one generator for all rounds).
     solver : str
         Backend; ``"torch"`` warm-starts each round from the previous solution.
     round_tol : float, optional
@@ -150,10 +239,13 @@ def solve_with_pattern_search(
         if solver != "torch":
             raise ValueError("round_tol needs solver='torch' (the final re-solve is warm-started)")
         options = {**options, "tol": float(round_tol)}
+    rng = check_random_state(random_state)
     solution = problem.solve(solver, **options)
     history = []
     for r in range(rounds + 1):
-        mask, gen, values = candidate_patterns(solution, n_steps=n_steps)
+        mask, gen, values = candidate_patterns(
+            solution, n_steps=n_steps, n_starts=n_starts, ascent_steps=ascent_steps, random_state=rng
+        )
         history.append({
             "round": r, "n_patterns": problem.n_patterns, "objective": solution.objective,
             "n_added": int(min(len(values), max_new)) if r < rounds else 0,
