@@ -33,21 +33,23 @@ from .solvers.cone_projection import project_cones
 __all__ = ["candidate_patterns", "solve_with_pattern_search"]
 
 
+def _dual_vectors(U, D, lam, sigma):
+    """``sigma_b U'^T D_b lambda_b`` for each column ``b`` of the (n, B) masks ``D``: shape (B, k).
+
+    ``lam`` is (n, B) or (n, 1); ``sigma`` a (B,) array of signs or one sign.
+    """
+    return np.reshape(sigma, (-1, 1)) * ((D * lam).T @ U)
+
+
 def _fixed_point_candidates(problem, lam, n_steps: int):
     """Every current pattern moved by ``n_steps`` fixed-point steps: (n, B) masks, their (B, k)
-    generators, signs and outputs."""
+    generators, signs and outputs (``B = 2 C P``, ordered by output, then sign, then pattern)."""
     U, C, P = problem.Uprime, problem.n_outputs, problem.n_patterns
-    mask = problem.mask.astype(float)
-    W = []
-    for c in range(C):
-        base = (mask * lam[:, c : c + 1]).T @ U  # (P, k): U'^T D_i lambda_c
-        W.extend([base, -base])
-    W = np.vstack(W)
     sigma = np.tile(np.repeat(np.r_[1.0, -1.0], P), C)
     out = np.repeat(np.arange(C), 2 * P)
+    W = _dual_vectors(U, np.tile(problem.mask, (1, 2 * C)), lam[:, out], sigma)
     for _ in range(n_steps):
-        D = (U @ W.T >= 0).astype(float)  # (n, B)
-        W = sigma[:, None] * ((D * lam[:, out]).T @ U)
+        W = _dual_vectors(U, U @ W.T >= 0, lam[:, out], sigma)
     return U @ W.T >= 0, W, sigma, out
 
 
@@ -79,7 +81,7 @@ def _ascent_candidates(problem, lam, solution, n_starts: int, n_steps: int, step
                         seen[key] = (float(h[j]), D[:, j].copy(), W[j].copy(), sigma, c)
                 if it == n_steps:
                     break
-                G = sigma * ((D * lam[:, c : c + 1]).T @ U)  # (M, k)
+                G = _dual_vectors(U, D, lam[:, c : c + 1], sigma)  # (M, k): the gradient of h
                 W = W + step * G / np.linalg.norm(G, axis=1, keepdims=True).clip(1e-300)
                 W /= np.linalg.norm(W, axis=1, keepdims=True)
     if not seen:
@@ -147,7 +149,7 @@ def candidate_patterns(
         a = _ascent_candidates(problem, lam, solution, n_starts, ascent_steps, ascent_step, rng)
         D, gen = np.hstack([D, a[0][:, :max_ascent]]), np.vstack([gen, a[1][:max_ascent]])
         sigma, out = np.r_[sigma, a[2][:max_ascent]], np.r_[out, a[3][:max_ascent]]
-    W = sigma[:, None] * ((D * lam[:, out]).T @ U)  # the dual vector of each candidate pattern
+    W = _dual_vectors(U, D, lam[:, out], sigma)  # the dual vector of each candidate pattern
     res = project_cones(
         torch.as_tensor(W),
         torch.as_tensor(U),
