@@ -58,7 +58,7 @@ def test_ascent_oracle_lowers_the_optimum_further_than_fixed_points_alone():
                                             n_starts=n_starts, random_state=0)[0]  # fmt: skip
         for n_starts in (0, 300)
     }
-    assert runs[300].objective < runs[0].objective * (1 - 1e-2)  # 3.694 against 3.868 (measured)
+    assert runs[300].objective < runs[0].objective * (1 - 1e-2)  # 3.694 against 3.811 (measured)
     assert runs[300].objective == pytest.approx(runs[300].problem.solve("clarabel").objective, rel=1e-6)
     assert recover_network(runs[300]).objective(X, y) == pytest.approx(runs[300].objective, rel=1e-9)
 
