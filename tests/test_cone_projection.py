@@ -84,3 +84,30 @@ def test_float32_projection_is_nearly_optimal_and_feasible():
     np.testing.assert_allclose(dist32, dist64, rtol=1e-3, atol=1e-4)
     violation = np.maximum(0, -(signs * (u32 @ Up.T))).max(1) / np.linalg.norm(a, axis=1)
     assert violation.max() <= 2e-5
+
+
+def test_returned_factors_invert_the_active_gram_and_warm_start_exactly():
+    Up, signs, rng = _cones(seed=3)
+    a = rng.standard_normal((signs.shape[0], Up.shape[1]))
+    T = lambda x: torch.as_tensor(x, dtype=torch.float64)  # noqa: E731
+    cold = project_cones(T(a), T(Up), T(signs))
+    act = cold.active.numpy()
+    k = Up.shape[1]
+    for b in range(len(a)):  # normals are the signed rows of U' on the active slots, zero on padding
+        slots = act[b] >= 0
+        expected = np.zeros((k, k))
+        expected[slots] = signs[b, act[b, slots], None] * Up[act[b, slots]]
+        np.testing.assert_allclose(cold.normals[b].numpy(), expected, atol=1e-15)
+        gram = expected @ expected.T + np.diag(~slots)
+        np.testing.assert_allclose(cold.gram_inv[b].numpy() @ gram, np.eye(k), atol=1e-9)
+    a2 = a + 0.05 * rng.standard_normal(a.shape)
+    factors = (cold.normals, cold.gram_inv)
+    with_factors = project_cones(T(a2), T(Up), T(signs), cold.active, factors=factors)
+    without = project_cones(T(a2), T(Up), T(signs), cold.active)
+    np.testing.assert_allclose(with_factors.u.numpy(), without.u.numpy(), atol=1e-10)
+    for b in range(len(a)):
+        np.testing.assert_allclose(with_factors.u[b].numpy(), _reference(a2[b], Up, signs[b]), atol=1e-10)
+    # a stale inverse (here: scaled) fails the residual check and is refactored, not used
+    broken = (cold.normals, 1.5 * cold.gram_inv)
+    repaired = project_cones(T(a2), T(Up), T(signs), cold.active, factors=broken)
+    np.testing.assert_allclose(repaired.u.numpy(), without.u.numpy(), atol=1e-10)

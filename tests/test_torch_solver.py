@@ -221,3 +221,20 @@ def test_callback_sees_the_iterates_and_can_stop(method):
     assert early.status == "optimal_inaccurate"
     assert early.n_iter == 30 and calls[-1] == 30
     assert early.objective != pytest.approx(full.objective, rel=1e-8)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_fista_kept_factors_match_refactoring_every_call(loss, monkeypatch):
+    # FISTA keeps each group's inverse Gram matrix between projections (rank-one updates); with the
+    # cache off (over its memory budget) every projection refactors: the same solve to rounding
+    from convexbn.solvers import torch_fista
+
+    X, y, problem = _problem(loss, "exact")
+    kept = problem.solve("torch", tol=1e-8)
+    monkeypatch.setattr(torch_fista, "_new_factors", lambda *args, **kwargs: None)
+    refactored = problem.solve("torch", tol=1e-8)
+    assert kept.objective == pytest.approx(refactored.objective, rel=1e-9)
+    # (the iterates differ in rounding, so restarts and the iteration count may differ)
+    assert kept.status == refactored.status == "optimal"
+    assert max(kept.info["relative_gap"], refactored.info["relative_gap"]) <= 1e-8
+    assert kept.constraint_violation <= 1e-12 and refactored.constraint_violation <= 1e-12

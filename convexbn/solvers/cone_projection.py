@@ -20,9 +20,14 @@ make it cheap inside a solver:
   (the group soft-threshold after the projection would zero it anyway, and a dual check only needs to
   know that the norm is below ``beta``).
 
+* kept factors: the inverse Gram matrix of each row's active normals is updated by rank-one formulas
+  as constraints enter and leave, and returned (``normals``, ``gram_inv``) for the next call's warm
+  start, which then needs no factorization unless the active set changed (or the kept inverse fails a
+  residual check).
+
 All rows advance together in batched tensor operations (only the unfinished ones are computed each step),
 so the same code runs on CPU and GPU. Cost per step: one ``(B, n) = (B, k) x (k, n)`` product for the
-violations and a batch of ``k x k`` solves.
+violations and ``O(B k^2)`` for the factor updates; memory of the kept factors ``2 B k^2`` floats.
 """
 
 from __future__ import annotations
@@ -47,18 +52,38 @@ class ConeProjection(NamedTuple):
         The row finished (exact projection, or stopped by the threshold).
     below : BoolTensor of shape (B,)
         The row stopped because ``||Pi_K(a)|| <= threshold``.
+    normals : Tensor of shape (B, k, k)
+        The rows of ``G`` on each active slot (zero on padding): with ``gram_inv``, the factors of the
+        next call's warm start.
+    gram_inv : Tensor of shape (B, k, k)
+        Inverse of each row's padded Gram matrix ``N N^T + diag(padding)`` (identity on padding).
     """
 
     u: torch.Tensor
     active: torch.Tensor
     done: torch.Tensor
     below: torch.Tensor
+    normals: torch.Tensor
+    gram_inv: torch.Tensor
 
 
 def _pack(active: torch.Tensor) -> torch.Tensor:
     """Move the valid (>= 0) entries of each row to the front, in order."""
     order = torch.sort((active < 0).to(torch.int8), dim=1, stable=True).indices
     return active.gather(1, order)
+
+
+def _gather_normals(Uprime, signs, rows, act_rows):
+    """Rows of ``G = diag(s) U'`` on the active slots, zero on padding: (R, k, k)."""
+    idx = act_rows.clamp_min(0)
+    NA = signs[rows[:, None], idx][..., None] * Uprime[idx]
+    return torch.where((act_rows >= 0)[..., None], NA, 0.0)
+
+
+def _padded_gram_inverse(NA, valid):
+    """``(N N^T + diag(padding))^{-1}`` for a batch: (R, k, k)."""
+    gram = NA @ NA.transpose(1, 2) + torch.diag_embed((~valid).to(NA.dtype))
+    return torch.linalg.inv(gram)
 
 
 def project_cones(
@@ -68,6 +93,7 @@ def project_cones(
     active: torch.Tensor | None = None,
     threshold: float | torch.Tensor | None = None,
     *,
+    factors: tuple[torch.Tensor, torch.Tensor] | None = None,
     tol: float | None = None,
     max_steps: int | None = None,
 ) -> ConeProjection:
@@ -84,6 +110,9 @@ def project_cones(
         Warm start: a previous result's ``active``.
     threshold : float or Tensor of shape (B,), optional
         Stop a row once its projection is known to be no longer than this.
+    factors : (Tensor, Tensor) of shapes (B, k, k), optional
+        The previous result's ``(normals, gram_inv)`` for the same ``active``: the warm start then
+        skips the batched solve (rows whose inverse fails a residual check are refactored).
     tol : float, optional
         A constraint counts as violated below ``-tol * ||a||``; default ``100 * eps`` of the dtype.
     max_steps : int, optional
@@ -93,6 +122,14 @@ def project_cones(
     Returns
     -------
     ConeProjection
+
+    Notes
+    -----
+    The inverse Gram matrix of the active normals is kept from step to step (and, through ``factors``,
+    from call to call) by rank-one updates: adding constraint ``c`` with ``b = N n_c``, ``r = H b`` and
+    ``s = n_c^T (n_c - N^T r)`` gives the bordered inverse ``H + q q^T / s`` with ``q = r - e_slot``;
+    dropping slot ``j`` (moved to the last slot first) is the Schur complement ``H - h_j h_j^T / H_jj``.
+    Each step then costs ``O(k^2)`` per row instead of a ``k x k`` factorization.
     """
     B, k = a.shape
     dt, dev = a.dtype, a.device
@@ -104,36 +141,41 @@ def project_cones(
     scale = a.norm(dim=1).clamp_min(torch.finfo(dt).tiny)
     if threshold is not None and not torch.is_tensor(threshold):
         threshold = torch.full((B,), float(threshold), dtype=dt, device=dev)
+    eye = torch.eye(k, dtype=dt, device=dev)
+    rows = torch.arange(B, device=dev)
+    valid = act >= 0
 
-    def normals(rows, act_rows):
-        """Rows of G on the active sets, zero on padding: (R, k, k)."""
-        valid = act_rows >= 0
-        idx = act_rows.clamp_min(0)
-        NA = signs[rows[:, None], idx][..., None] * Uprime[idx]
-        return torch.where(valid[..., None], NA, 0.0), valid
-
-    def gram_solve(NA, valid, rhs):
+    if active is not None and factors is not None:
+        NA, H = factors[0].clone(), factors[1].clone()
+        # the rank-one updates drift slowly: refactor the rows whose inverse no longer inverts
         gram = NA @ NA.transpose(1, 2) + torch.diag_embed((~valid).to(dt))
-        return torch.where(valid, torch.linalg.solve(gram, rhs[..., None])[..., 0], 0.0)
+        stale = torch.where((H @ gram - eye).abs().amax(dim=(1, 2)) > torch.finfo(dt).eps ** 0.75)[0]
+    else:
+        NA = _gather_normals(Uprime, signs, rows, act)
+        H = eye.expand(B, k, k).clone()
+        stale = torch.where(valid.any(1))[0]
+    if stale.numel():
+        H[stale] = _padded_gram_inverse(NA[stale], valid[stale])
 
     if active is not None:  # warm start: drop negative multipliers until none is left
-        rows = torch.arange(B, device=dev)
         for _ in range(k + 1):
-            NA, valid = normals(rows, act)
-            if not bool(valid.any()):
-                break
-            m = -gram_solve(NA, valid, (NA @ a[..., None])[..., 0])
+            m = torch.where(valid, -(H @ (NA @ a[..., None]))[..., 0], 0.0)
             negative = valid & (m < 0)
-            if not bool(negative.any()):
+            bad = torch.where(negative.any(1))[0]
+            if bad.numel() == 0:
                 mu = m
                 u = a + (NA.transpose(1, 2) @ m[..., None])[..., 0]
                 break
-            act = _pack(torch.where(negative, -1, act))
+            act[bad] = _pack(torch.where(negative[bad], -1, act[bad]))
+            valid = act >= 0
+            NA[bad] = _gather_normals(Uprime, signs, bad, act[bad])
+            H[bad] = _padded_gram_inverse(NA[bad], valid[bad])
 
     current = torch.full((B,), -1, dtype=torch.long, device=dev)  # constraint being added
     mu_current = torch.zeros(B, dtype=dt, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     below = torch.zeros(B, dtype=torch.bool, device=dev)
+    tiny = torch.finfo(dt).tiny
     for _ in range(max_steps):
         live = torch.where(~done)[0]
         if live.numel() == 0:
@@ -160,16 +202,17 @@ def project_cones(
             if live.numel() == 0:
                 break
         c = torch.where(need, pmin, c)
-        act_l, mu_l = act[live], mu[live]
-        NA, valid = normals(live, act_l)
+        act_l, mu_l, NA_l, H_l = act[live], mu[live], NA[live], H[live]
+        valid = act_l >= 0
         normal = signs[live, c][:, None] * Uprime[c]  # the constraint being added
-        r = gram_solve(NA, valid, (NA @ normal[..., None])[..., 0])
-        z = normal - (NA.transpose(1, 2) @ r[..., None])[..., 0]  # its normal, off the active span
+        b = (NA_l @ normal[..., None])[..., 0]
+        r = torch.where(valid, (H_l @ b[..., None])[..., 0], 0.0)
+        z = normal - (NA_l.transpose(1, 2) @ r[..., None])[..., 0]  # its normal, off the active span
         zz = (z * normal).sum(1)
         has_z = zz > 1e3 * torch.finfo(dt).eps
         vp = values.gather(1, c[:, None])[:, 0]
-        t_full = torch.where(has_z, -vp / zz.clamp_min(torch.finfo(dt).tiny), torch.inf)
-        ratio = torch.where(valid & (r > 0), mu_l / r.clamp_min(torch.finfo(dt).tiny), torch.inf)
+        t_full = torch.where(has_z, -vp / zz.clamp_min(tiny), torch.inf)
+        ratio = torch.where(valid & (r > 0), mu_l / r.clamp_min(tiny), torch.inf)
         t_part, blocking = ratio.min(dim=1)
         t = torch.minimum(t_full, t_part)
         t = torch.where(torch.isfinite(t), t, 0.0)
@@ -180,20 +223,44 @@ def project_cones(
         count = valid.sum(1)
         ar = torch.arange(live.numel(), device=dev)
         partial = ar[~full]
-        if partial.numel():  # a multiplier reached zero first: drop that constraint
+        if partial.numel():  # a multiplier reached zero first: drop that constraint (slot jb)
             last = (count[partial] - 1).clamp_min(0)
             jb = blocking[partial]
             act_l[partial, jb] = act_l[partial, last]
             mu_l[partial, jb] = mu_l[partial, last]
             act_l[partial, last] = -1
             mu_l[partial, last] = 0.0
-        added = ar[full]
-        if added.numel():  # the constraint is satisfied with equality: make it active
+            NA_l[partial, jb] = NA_l[partial, last]
+            NA_l[partial, last] = 0.0
+            # swap slots jb and last in the inverse, then take the Schur complement of the last
+            R = partial.numel()
+            perm = torch.arange(k, device=dev).repeat(R, 1)
+            pr = torch.arange(R, device=dev)
+            perm[pr, jb] = last
+            perm[pr, last] = jb
+            Hp = H_l[partial].gather(1, perm[:, :, None].expand(R, k, k))
+            Hp = Hp.gather(2, perm[:, None, :].expand(R, k, k))
+            col = Hp[pr, :, last]
+            Hp = Hp - col[:, :, None] * col[:, None, :] / col[pr, last][:, None, None]
+            Hp[pr, last, :] = 0.0
+            Hp[pr, :, last] = 0.0
+            Hp[pr, last, last] = 1.0
+            H_l[partial] = Hp
+        added = ar[full & has_z]
+        if added.numel():  # the constraint is satisfied with equality: make it active (slot)
             slot = count[added].clamp_max(k - 1)
             act_l[added, slot] = c[added]
             mu_l[added, slot] = mc[added]
+            NA_l[added, slot] = normal[added]
+            q = r[added].clone()
+            pa = torch.arange(added.numel(), device=dev)
+            q[pa, slot] = -1.0
+            Hq = H_l[added] + q[:, :, None] * q[:, None, :] / zz[added][:, None, None]
+            Hq[pa, slot, slot] -= 1.0
+            H_l[added] = Hq
             mc[added] = 0.0
             c = c.clone()
             c[added] = -1
         act[live], mu[live], mu_current[live], current[live] = act_l, mu_l, mc, c
-    return ConeProjection(u=u, active=act, done=done, below=below)
+        NA[live], H[live] = NA_l, H_l
+    return ConeProjection(u=u, active=act, done=done, below=below, normals=NA, gram_inv=H)

@@ -27,7 +27,9 @@ min(1, beta / max_g ||Pi_{K_g}(-grad_g f)||)`` and the lower bound ``-L*(s R)`` 
 
 Smooth losses only (squared, logistic, cross-entropy); the hinge loss goes to ADMM. Memory: the basis
 ``n k``, the mask and signs ``2 n P``, about four ``(C, n, P)`` temporaries per gradient, and
-``(2 C P) x n`` for the projections' violation checks (cut to the unfinished groups).
+``(2 C P) x n`` for the projections' violation checks (cut to the unfinished groups), plus the
+projections' kept factors ``2 (2 C P) k^2`` (normals and inverse Gram matrices, kept only while they fit
+in 512 MiB; past that every projection refactors its active set).
 """
 
 from __future__ import annotations
@@ -69,23 +71,38 @@ class _ExactMaps:
         return float(value), torch.stack([G, -G]), R
 
 
-def _prox(maps, V, step, beta, faces):
-    """``shrink(Pi_K(V), step * beta)`` per group; updates ``faces`` (the warm starts) in place."""
+def _prox(maps, V, step, beta, faces, factors=None):
+    """``shrink(Pi_K(V), step * beta)`` per group.
+
+    Updates the warm starts in place: ``faces`` (active sets) and, when kept, ``factors`` (the
+    projections' normals and inverse Gram matrices, see :func:`project_cones`).
+    """
     shape = V.shape
     flat = V.reshape(-1, shape[-1])
     out = torch.zeros_like(flat)
     thresh = step * beta
     rows = torch.where(flat.norm(dim=1) > thresh)[0]
     if rows.numel():
-        res = project_cones(flat[rows], maps.Up, maps.group_signs[rows], faces[rows], thresh)
+        cached = None if factors is None else (factors[0][rows], factors[1][rows])
+        res = project_cones(flat[rows], maps.Up, maps.group_signs[rows], faces[rows], thresh, factors=cached)
         faces[rows] = res.active
+        if factors is not None:
+            factors[0][rows], factors[1][rows] = res.normals, res.gram_inv
         norms = res.u.norm(dim=1, keepdim=True)
         shrunk = res.u * (1 - thresh / norms.clamp_min(torch.finfo(V.dtype).tiny)).clamp_min(0)
         out[rows] = torch.where(res.below[:, None], 0.0, shrunk)
     return out.reshape(shape)
 
 
-def duality_gap(maps, X, beta, faces=None):
+def _new_factors(n_rows, k, dtype, device, budget_bytes=512 * 2**20):
+    """Empty warm-start factors (normals, identity inverses) of ``n_rows`` groups, or None over budget."""
+    if 2 * n_rows * k * k * torch.finfo(dtype).bits // 8 > budget_bytes:
+        return None
+    eye = torch.eye(k, dtype=dtype, device=device)
+    return (torch.zeros((n_rows, k, k), dtype=dtype, device=device), eye.expand(n_rows, k, k).clone())
+
+
+def duality_gap(maps, X, beta, faces=None, factors=None):
     """``(objective, lower bound)`` of program (4) at the feasible point X (see the module docstring)."""
     value, G, R = maps.value_grad(X)
     objective = value + beta * float(X.norm(dim=-1).sum())
@@ -94,7 +111,8 @@ def duality_gap(maps, X, beta, faces=None):
     worst = 0.0
     if rows.numel():
         act = None if faces is None else faces[rows]
-        res = project_cones(flat[rows], maps.Up, maps.group_signs[rows], act, beta)
+        cached = None if faces is None or factors is None else (factors[0][rows], factors[1][rows])
+        res = project_cones(flat[rows], maps.Up, maps.group_signs[rows], act, beta, factors=cached)
         above = ~res.below
         if bool(above.any()):
             worst = float(res.u[above].norm(dim=1).max())
@@ -142,13 +160,14 @@ def solve_fista(
     if state is None:
         X = torch.zeros(shape, device=dev, dtype=dtype)
         faces = torch.full((2 * C * P, k), -1, dtype=torch.long, device=dev)
+        factors = _new_factors(2 * C * P, k, dtype, dev)
         if warm_start is not None:
             Wp, Wn = warm_start_arrays(warm_start)
             X0 = torch.stack([torch.as_tensor(Wp, dtype=dtype), torch.as_tensor(Wn, dtype=dtype)]).to(dev)
-            X = _prox(maps, X0, 0.0, beta, faces)  # the nearest feasible point
+            X = _prox(maps, X0, 0.0, beta, faces, factors)  # the nearest feasible point
         L = _lipschitz_estimate(maps, shape, dtype, dev) / 4  # backtracking raises it where needed
         state = {"X": X, "X_prev": X.clone(), "t": 1.0, "L": L, "it": 0, "faces": faces,
-                 "prev_obj": math.inf, "history": [], "gap": math.inf}  # fmt: skip
+                 "factors": factors, "prev_obj": math.inf, "history": [], "gap": math.inf}  # fmt: skip
 
     def save():
         if checkpoint is not None:
@@ -162,6 +181,7 @@ def solve_fista(
 
     X, X_prev, t, L = state["X"], state["X_prev"], state["t"], state["L"]
     faces, prev_obj = state["faces"], state["prev_obj"]
+    factors = state.get("factors")  # absent from checkpoints of earlier versions: refactored as needed
     slack = 10 * torch.finfo(dtype).eps
     status = "optimal_inaccurate"
     while state["it"] < max_iter:
@@ -169,7 +189,7 @@ def solve_fista(
         Yx = X + ((t - 1) / t_next) * (X - X_prev)
         fy, gy, _ = maps.value_grad(Yx)
         while True:  # backtracking on the Lipschitz estimate
-            Xn = _prox(maps, Yx - gy / L, 1.0 / L, beta, faces)
+            Xn = _prox(maps, Yx - gy / L, 1.0 / L, beta, faces, factors)
             D = Xn - Yx
             fx, _, _ = maps.value_grad(Xn)
             if fx <= fy + float((gy * D).sum()) + 0.5 * L * float(D.square().sum()) + slack * abs(fy):
@@ -185,7 +205,7 @@ def solve_fista(
             bar.update(1)
         stop = False
         if state["it"] % check_every == 0:
-            objective, lower = duality_gap(maps, X, beta, faces)
+            objective, lower = duality_gap(maps, X, beta, faces, factors)
             state["history"].append((state["it"], objective, lower))
             best = _best_bound(state["history"])  # every check's dual point bounds the optimum
             gap = (objective - best) / max(abs(objective), 1e-300)
