@@ -111,3 +111,25 @@ def test_returned_factors_invert_the_active_gram_and_warm_start_exactly():
     broken = (cold.normals, 1.5 * cold.gram_inv)
     repaired = project_cones(T(a2), T(Up), T(signs), cold.active, factors=broken)
     np.testing.assert_allclose(repaired.u.numpy(), without.u.numpy(), atol=1e-10)
+
+
+def test_dependent_warm_start_is_still_exact():
+    # a warm start whose active set repeats a constraint would make the Gram matrix singular: the repeat
+    # is dropped on entry, and the projection is still exact
+    Up, signs, rng = _cones(seed=4)
+    a = rng.standard_normal((signs.shape[0], Up.shape[1]))
+    T = lambda x: torch.as_tensor(x, dtype=torch.float64)  # noqa: E731
+    cold = project_cones(T(a), T(Up), T(signs))
+    active = cold.active.clone()
+    count = (active >= 0).sum(1)
+    rows = torch.where((count >= 1) & (count < Up.shape[1]))[0]
+    assert rows.numel() > 0
+    active[rows, count[rows]] = active[rows, 0]  # the first active constraint twice
+    warm = project_cones(T(a), T(Up), T(signs), active)
+    assert bool(warm.done.all())
+    for b in range(len(a)):
+        np.testing.assert_allclose(warm.u[b].numpy(), _reference(a[b], Up, signs[b]), atol=1e-9)
+    idx = warm.active.numpy()
+    for b in range(len(a)):
+        kept = idx[b][idx[b] >= 0]
+        assert len(set(kept.tolist())) == len(kept)

@@ -86,6 +86,14 @@ def _padded_gram_inverse(NA, valid):
     return torch.linalg.inv(gram)
 
 
+def _drop_repeats(active: torch.Tensor) -> torch.Tensor:
+    """Keep the first occurrence of each index per row (a repeated constraint makes the Gram singular)."""
+    ordered, order = torch.sort(active, dim=1, stable=True)
+    repeat = torch.zeros_like(active, dtype=torch.bool)
+    repeat[:, 1:] = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
+    return _pack(active.masked_fill(repeat.gather(1, order.argsort(dim=1)), -1))
+
+
 def project_cones(
     a: torch.Tensor,
     Uprime: torch.Tensor,
@@ -135,7 +143,12 @@ def project_cones(
     dt, dev = a.dtype, a.device
     tol = 100 * torch.finfo(dt).eps if tol is None else tol
     max_steps = 8 * k + 40 if max_steps is None else max_steps
-    act = torch.full((B, k), -1, dtype=torch.long, device=dev) if active is None else active.clone()
+    if active is None:
+        act = torch.full((B, k), -1, dtype=torch.long, device=dev)
+    elif factors is None:  # a warm start from elsewhere: no repeated constraint
+        act = _drop_repeats(active)
+    else:  # our own previous result (the factors belong to it)
+        act = active.clone()
     mu = torch.zeros((B, k), dtype=dt, device=dev)
     u = a.clone()
     scale = a.norm(dim=1).clamp_min(torch.finfo(dt).tiny)
@@ -190,6 +203,12 @@ def project_cones(
                 if live.numel() == 0:
                     break
         values = signs[live] * (ul @ Uprime.T)  # (R, n)
+        # active constraints hold with equality by construction: never candidates (rounding of the kept
+        # inverse could otherwise make one look violated and add it twice)
+        act_now = act[live]
+        is_active = torch.zeros(values.shape, dtype=torch.int32, device=dev)
+        is_active.scatter_add_(1, act_now.clamp_min(0), (act_now >= 0).to(torch.int32))
+        values = values.masked_fill(is_active > 0, torch.inf)
         c = current[live]
         need = c < 0
         vmin, pmin = values.min(dim=1)
