@@ -110,8 +110,8 @@ def run_one(n, d, P, beta, scs, tol, method="auto", seed=0, repeats=1, target=1e
     start = time.perf_counter()
 
     def reached(n_iter, W_pos, W_neg):
-        # numpy's BLAS threads would keep spinning after the product and slow the solver's own threads
-        # (20% of the solve's time in a development run): the check runs on one BLAS thread
+        # numpy's BLAS threads would keep spinning after the product and slow the solver's own threads:
+        # the check runs on one BLAS thread
         with threadpool_limits(1, user_api="blas"):
             value = problem.objective(W_pos, W_neg)
         if value <= ref.objective * (1 + target):

@@ -86,11 +86,16 @@ def test_float32_projection_is_nearly_optimal_and_feasible():
     assert violation.max() <= 2e-5
 
 
-def test_returned_factors_invert_the_active_gram_and_warm_start_exactly():
-    Up, signs, rng = _cones(seed=3)
+def _cold_projection(seed):
+    """Cones, random points, a float64 converter and the cold projections of the points."""
+    Up, signs, rng = _cones(seed=seed)
     a = rng.standard_normal((signs.shape[0], Up.shape[1]))
     T = lambda x: torch.as_tensor(x, dtype=torch.float64)  # noqa: E731
-    cold = project_cones(T(a), T(Up), T(signs))
+    return Up, signs, rng, a, T, project_cones(T(a), T(Up), T(signs))
+
+
+def test_returned_factors_invert_the_active_gram_and_warm_start_exactly():
+    Up, signs, rng, a, T, cold = _cold_projection(seed=3)
     act = cold.active.numpy()
     k = Up.shape[1]
     for b in range(len(a)):  # normals are the signed rows of U' on the active slots, zero on padding
@@ -116,10 +121,7 @@ def test_returned_factors_invert_the_active_gram_and_warm_start_exactly():
 def test_dependent_warm_start_is_still_exact():
     # a warm start whose active set repeats a constraint would make the Gram matrix singular: the repeat
     # is dropped on entry, and the projection is still exact
-    Up, signs, rng = _cones(seed=4)
-    a = rng.standard_normal((signs.shape[0], Up.shape[1]))
-    T = lambda x: torch.as_tensor(x, dtype=torch.float64)  # noqa: E731
-    cold = project_cones(T(a), T(Up), T(signs))
+    Up, signs, rng, a, T, cold = _cold_projection(seed=4)
     active = cold.active.clone()
     count = (active >= 0).sum(1)
     rows = torch.where((count >= 1) & (count < Up.shape[1]))[0]
