@@ -354,7 +354,8 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
     device : str, default="cpu"
         Torch solver only: ``"cpu"`` or ``"cuda"``.
     dtype : {"float64", "float32"}, default="float64"
-        Torch solver only.
+        Torch solver only. float32 on the exact program finishes in float64 once its duality gap
+        stalls (see :func:`convexbn.solvers.torch_backend.solve_torch`, ``finish_dtype``).
     max_iter : int or None, default=None
         Iteration limit passed to the backend (Clarabel ``max_iter``, SCS ``max_iters``, torch
         ``max_iter``); ``None`` keeps the backend's default.

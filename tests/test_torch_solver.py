@@ -119,12 +119,50 @@ def test_checkpoint_resume_gives_the_same_result(tmp_path, method):
 def test_float32_matches_float64_exact(loss):
     X, y, problem = _problem(loss)
     f64 = problem.solve("torch")
-    f32 = problem.solve("torch", dtype="float32", tol=1e-4)
+    f32 = problem.solve("torch", dtype="float32", tol=1e-4, finish_dtype=None)  # float32 to the end
     assert f32.solver == "torch-fista:cpu:float32"
     assert f32.status == "optimal"
     assert f32.objective == pytest.approx(f64.objective, rel=1e-4)
     assert f32.constraint_violation <= 1e-5  # feasible up to float32 rounding of the projections
     assert recover_network(f32).objective(X, y) == pytest.approx(f32.objective, rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_float32_finishes_in_float64_to_a_tight_gap(loss):
+    X, y, problem = _problem(loss)
+    f64 = problem.solve("torch", tol=1e-8)
+    # float32 alone cannot certify 1e-6 (its gap stalls near sqrt(eps_float32))...
+    with pytest.warns(SolverWarning, match="optimal_inaccurate"):
+        alone = problem.solve("torch", dtype="float32", finish_dtype=None, max_iter=600)
+    assert alone.info["relative_gap"] > 1e-6 and alone.info["finish_at"] is None
+    # ...the default finishes in float64 from where float32 stalled
+    mixed = problem.solve("torch", dtype="float32")
+    assert mixed.solver == "torch-fista:cpu:float32+float64"
+    assert mixed.status == "optimal" and 0 < mixed.info["finish_at"] < mixed.n_iter
+    assert mixed.info["relative_gap"] <= 1e-6
+    assert mixed.objective == pytest.approx(f64.objective, rel=1e-6)
+    assert mixed.info["lower_bound"] <= f64.objective * (1 + 1e-12)  # a float64 bound, and a true one
+    assert mixed.constraint_violation <= 1e-14  # float64 projections: feasible to rounding
+    assert recover_network(mixed).objective(X, y) == pytest.approx(mixed.objective, rel=1e-10)
+    with pytest.raises(ValueError, match="finish_dtype must be 'auto', None or float64"):
+        problem.solve("torch", dtype="float32", finish_dtype="float16")
+
+
+def test_checkpoint_resume_across_the_float64_finish(tmp_path):
+    _, _, problem = _problem()
+    path = tmp_path / "state.pt"
+    full = problem.solve("torch", dtype="float32", checkpoint=path, checkpoint_every=20)
+    switch = full.info["finish_at"]
+    assert switch is not None
+    for stop in (switch - 13, switch + 17):  # interrupted before and after the switch
+        path.unlink()
+        with pytest.warns(UserWarning, match="optimal_inaccurate"):
+            problem.solve("torch", dtype="float32", checkpoint=path, checkpoint_every=20, max_iter=stop)
+        resumed = problem.solve("torch", dtype="float32", checkpoint=path, checkpoint_every=20, resume=True)
+        assert resumed.solver == full.solver and resumed.info["finish_at"] == switch
+        assert resumed.n_iter == full.n_iter
+        np.testing.assert_array_equal(resumed.W_pos, full.W_pos)
+        np.testing.assert_array_equal(resumed.W_neg, full.W_neg)
 
 
 def test_float32_matches_float64_gated():

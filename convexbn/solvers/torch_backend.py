@@ -303,6 +303,7 @@ def solve_torch(
     progress: bool = False,
     verbose: bool = False,
     callback=None,
+    finish_dtype="auto",
 ):
     """Solve ``problem`` in torch: FISTA (gated); ADMM or augmented Lagrangian + FISTA (exact).
 
@@ -320,7 +321,8 @@ def solve_torch(
     device : str
         ``"cpu"`` or ``"cuda"`` (a ``ValueError`` if CUDA is asked for and absent).
     dtype : torch.dtype or str
-        ``torch.float64`` (default) or ``torch.float32`` (faster, about 1e-5 relative accuracy).
+        ``torch.float64`` (default) or ``torch.float32`` (faster where the products dominate, as on a
+        GPU; about 1e-5 relative accuracy; ``"fista"`` finishes in ``finish_dtype``).
     max_iter : int
         Budget of FISTA iterations over all phases.
     tol : float
@@ -360,6 +362,13 @@ def solve_torch(
         Show a tqdm progress bar over iterations.
     verbose : bool
         Print one line per AL round.
+    finish_dtype : "auto", "float64" or None
+        ``"fista"`` in float32 only (mixed precision): once the float32 gap stalls near what float32
+        can certify (about ``10 sqrt(eps_float32)`` = 3.5e-3, or no halving in 10 checks) and is still
+        above ``tol``, the iterations go on in float64 from there. ``"auto"`` (default) and
+        ``"float64"`` do this; None keeps float32 to the end (a ``tol`` below about 1e-3 may then not
+        be reached before ``max_iter``). The solver name reads ``float32+float64`` when it switched,
+        and ``info["finish_at"]`` is the iteration.
     callback : callable, optional
         ``callback(n_iter, W_pos, W_neg)`` with numpy copies of the current point, every 10 iterations
         (ADMM: at every convergence check); returning True stops the solve there with status
@@ -394,7 +403,7 @@ def solve_torch(
         return solve_fista(
             problem, device=device, dtype=dtype, max_iter=max_iter, tol=tol, warm_start=warm_start,
             checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-            verbose=verbose, callback=callback,
+            verbose=verbose, callback=callback, finish_dtype=finish_dtype,
         )  # fmt: skip
     if problem.formulation == "exact" and method == "admm":
         from .torch_admm import solve_admm

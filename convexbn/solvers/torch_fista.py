@@ -25,6 +25,10 @@ min(1, beta / max_g ||Pi_{K_g}(-grad_g f)||)`` and the lower bound ``-L*(s R)`` 
 (each is valid). The solve stops when
 ``(objective - bound) <= tol * |objective|``; the final gap is reported in ``info``.
 
+Mixed precision: a float32 gap stalls near ``sqrt(eps_float32)`` (the dual point's error is about the
+square root of the objective's), so by default a float32 solve whose gap stalls above ``tol`` goes on in
+float64 from where it is (``finish_dtype``); only the float64 checks' bounds certify the result.
+
 Smooth losses only (squared, logistic, cross-entropy); the hinge loss goes to ADMM. Memory: the basis
 ``n k``, the mask and signs ``2 n P``, about four ``(C, n, P)`` temporaries per gradient, and
 ``(2 C P) x n`` for the projections' violation checks (cut to the unfinished groups), plus the
@@ -39,7 +43,7 @@ import os
 
 import torch
 
-from .cone_projection import project_cones
+from .cone_projection import _gather_normals, _padded_gram_inverse, project_cones
 from .torch_backend import (
     finished_groups,
     load_checkpoint,
@@ -137,16 +141,31 @@ def solve_fista(
     progress: bool = False,
     verbose: bool = False,
     callback=None,
+    finish_dtype="auto",
 ):
     """FISTA with the exact prox on program (4) (module docstring). Returns the raw result dict.
 
     Called through :func:`convexbn.solvers.torch_backend.solve_torch` (``method="fista"``), which
     validates ``device`` and ``dtype``. ``tol`` is the relative duality gap to stop at, checked every
     ``check_every`` iterations (where ``callback(n_iter, W_pos, W_neg)`` is called too; True stops).
+
+    ``finish_dtype`` (mixed precision): when the gap in ``dtype`` stalls above ``tol`` (see
+    :func:`_precision_stalled`), the iterations go on in this dtype from the current point. ``"auto"``:
+    float64 after float32, nothing after float64; None: never. A float32 gap cannot go much below
+    ``sqrt(eps_float32)`` (the dual point's error is about the square root of the objective's), so
+    without a float64 finish a float32 solve asked for ``tol = 1e-6`` runs to ``max_iter``.
     """
     if not problem.loss.smooth:
         raise ValueError(f"method='fista' needs a smooth loss; use method='admm' for {problem.loss.name!r}")
     dev = torch.device(device)
+    if finish_dtype == "auto":
+        finish_dtype = torch.float64
+    elif isinstance(finish_dtype, str):
+        finish_dtype = getattr(torch, finish_dtype, finish_dtype)
+    if finish_dtype not in (None, torch.float64):
+        raise ValueError(f"finish_dtype must be 'auto', None or float64, got {finish_dtype!r}")
+    if finish_dtype == dtype:
+        finish_dtype = None
     maps = _ExactMaps(problem, dev, dtype)
     C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
     beta = float(problem.beta)
@@ -167,7 +186,10 @@ def solve_fista(
             X = _prox(maps, X0, 0.0, beta, faces, factors)  # the nearest feasible point
         L = _lipschitz_estimate(maps, shape, dtype, dev) / 4  # backtracking raises it where needed
         state = {"X": X, "X_prev": X.clone(), "t": 1.0, "L": L, "it": 0, "faces": faces,
-                 "factors": factors, "prev_obj": math.inf, "history": [], "gap": math.inf}  # fmt: skip
+                 "factors": factors, "prev_obj": math.inf, "history": [], "gap": math.inf,
+                 "finish_at": None, "bounds_from": 0}  # fmt: skip
+    if state.get("finish_at") is not None:  # resumed after the switch to finish_dtype
+        maps = _ExactMaps(problem, dev, state["X"].dtype)
 
     def save():
         if checkpoint is not None:
@@ -182,7 +204,7 @@ def solve_fista(
     X, X_prev, t, L = state["X"], state["X_prev"], state["t"], state["L"]
     faces, prev_obj = state["faces"], state["prev_obj"]
     factors = state.get("factors")  # absent from checkpoints of earlier versions: refactored as needed
-    slack = 10 * torch.finfo(dtype).eps
+    slack = 10 * torch.finfo(X.dtype).eps
     status = "optimal_inaccurate"
     while state["it"] < max_iter:
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
@@ -207,9 +229,22 @@ def solve_fista(
         if state["it"] % check_every == 0:
             objective, lower = duality_gap(maps, X, beta, faces, factors)
             state["history"].append((state["it"], objective, lower))
-            best = _best_bound(state["history"])  # every check's dual point bounds the optimum
+            # every check's dual point bounds the optimum (after a switch of dtype: the finish's checks)
+            best = _best_bound(state["history"][state.get("bounds_from", 0) :])
             gap = (objective - best) / max(abs(objective), 1e-300)
             state["gap"] = gap
+            if (gap > tol and finish_dtype is not None and state.get("finish_at") is None
+                    and _precision_stalled(state["history"], X.dtype, tol)):  # fmt: skip
+                # go on in finish_dtype from here (momentum kept); the kept factors are rebuilt
+                # from the full-precision rows of U' (cast ones would hold float32-rounded normals)
+                maps = _ExactMaps(problem, dev, finish_dtype)
+                X, X_prev = X.to(finish_dtype), X_prev.to(finish_dtype)
+                if factors is not None:
+                    every = torch.arange(len(faces), device=dev)
+                    normals = _gather_normals(maps.Up, maps.group_signs, every, faces)
+                    factors = (normals, _padded_gram_inverse(normals, faces >= 0))
+                slack = 10 * torch.finfo(finish_dtype).eps
+                state.update(finish_at=state["it"], bounds_from=len(state["history"]), factors=factors)
             if verbose and state["it"] % (10 * check_every) == 0:
                 print(f"FISTA {state['it']}: objective {objective:.10g} relative gap {gap:.2e} L {L:.3g}")
             if callback is not None:
@@ -226,21 +261,45 @@ def solve_fista(
         save()
     if bar is not None:
         bar.close()
-    W_pos, W_neg, name = finished_groups(X, "FISTA", dev, dtype)
+    label = dtype if state.get("finish_at") is None else f"{dtype}+{X.dtype}".replace("torch.", "")
+    W_pos, W_neg, name = finished_groups(X, "FISTA", dev, label)
     return {
         "W_pos": W_pos,
         "W_neg": W_neg,
         "status": status,
         "solver": name,
         "n_iter": state["it"],
-        "info": {"relative_gap": state["gap"], "lower_bound": _best_bound(state["history"]),
-                 "history": state["history"], "lipschitz": L},
+        "info": {
+            "relative_gap": state["gap"],
+            "lower_bound": _best_bound(state["history"][state.get("bounds_from", 0) :]),
+            "history": state["history"],
+            "lipschitz": L,
+            "finish_at": state.get("finish_at"),
+        },
     }
 
 
 def _best_bound(history) -> float:
     """The largest lower bound over the checks ``(it, objective, lower)`` so far (-inf before any)."""
     return max((lower for _, _, lower in history), default=-math.inf)
+
+
+def _precision_stalled(history, dtype, tol: float, patience: int = 10) -> bool:
+    """Whether the gap in ``dtype`` has stalled above ``tol`` (time to finish in a higher precision).
+
+    The dual point's error is about the square root of the objective's, which cannot go below ``eps``:
+    a gap much below ``sqrt(eps)`` of ``dtype`` is out of reach. So, when ``tol < sqrt(eps)``: True once
+    the relative gap is below ``10 sqrt(eps)``; and for any ``tol``: True when the best gap of the last
+    ``patience`` checks is not half the best before them.
+    """
+    root_eps = math.sqrt(torch.finfo(dtype).eps)
+    gaps, best = [], -math.inf
+    for _, objective, lower in history:
+        best = max(best, lower)
+        gaps.append((objective - best) / max(abs(objective), 1e-300))
+    if tol < root_eps and gaps and gaps[-1] <= 10 * root_eps:
+        return True
+    return len(gaps) > patience and min(gaps[-patience:]) > 0.5 * min(gaps[:-patience])
 
 
 def _lipschitz_estimate(maps, shape, dtype, dev, n_power=20):
