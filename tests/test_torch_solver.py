@@ -276,3 +276,40 @@ def test_fista_kept_factors_match_refactoring_every_call(loss, monkeypatch):
     assert kept.status == refactored.status == "optimal"
     assert max(kept.info["relative_gap"], refactored.info["relative_gap"]) <= 1e-8
     assert kept.constraint_violation <= 1e-12 and refactored.constraint_violation <= 1e-12
+
+
+def test_blocked_maps_and_projections_match_one_block():
+    from convexbn.solvers.torch_fista import _ExactMaps
+
+    _, _, problem = _problem(P=40)
+    P, k = problem.n_patterns, problem.dim
+    whole = _ExactMaps(problem, torch.device("cpu"), torch.float64, None)
+    # room for about 7 samples per product block and 3 groups per projection block
+    blocked = _ExactMaps(problem, torch.device("cpu"), torch.float64, 3 * P * 8 * 7)
+    assert blocked.sample_block == 7 and 1 <= blocked.group_block < 2 * P
+    X = torch.randn((2, 1, P, k), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    value, G, R = whole.value_grad(X)
+    value_b, G_b, R_b = blocked.value_grad(X)
+    assert value_b == pytest.approx(value, rel=1e-13)
+    torch.testing.assert_close(G_b, G, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(R_b, R, rtol=1e-12, atol=1e-12)
+    rows = torch.arange(2 * P)
+    a = (-G).reshape(-1, k)
+    one = whole.project(a, rows, None, None, None)
+    parts = blocked.project(a, rows, None, None, None)
+    for field in ("u", "active", "done", "below", "normals", "gram_inv"):
+        torch.testing.assert_close(getattr(parts, field), getattr(one, field), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_fista_under_a_memory_limit_reaches_the_same_certified_optimum(loss):
+    X, y, problem = _problem(loss)
+    whole = problem.solve("torch", tol=1e-8, memory_limit=None)
+    n, P = problem.n_samples, problem.n_patterns
+    limit = 3 * P * 8 * (n // 5)  # about five sample blocks, a few groups per projection block
+    blocked = problem.solve("torch", tol=1e-8, memory_limit=limit)
+    assert blocked.status == whole.status == "optimal"
+    assert blocked.info["relative_gap"] <= 1e-8
+    assert blocked.objective == pytest.approx(whole.objective, rel=1e-8)
+    assert blocked.constraint_violation <= 1e-14
+    assert recover_network(blocked).objective(X, y) == pytest.approx(blocked.objective, rel=1e-10)

@@ -304,6 +304,7 @@ def solve_torch(
     verbose: bool = False,
     callback=None,
     finish_dtype="auto",
+    memory_limit: int | None = 64 * 2**20,
 ):
     """Solve ``problem`` in torch: FISTA (gated); ADMM or augmented Lagrangian + FISTA (exact).
 
@@ -369,6 +370,11 @@ def solve_torch(
         ``"float64"`` do this; None keeps float32 to the end (a ``tol`` below about 1e-3 may then not
         be reached before ``max_iter``). The solver name reads ``float32+float64`` when it switched,
         and ``info["finish_at"]`` is the iteration.
+    memory_limit : int or None
+        ``"fista"`` only: bytes for the temporaries of the products and the projections, which then run
+        in blocks of samples and of groups (default 64 MiB, measured fastest of 16 MiB to 1 GiB on 2 CPU
+        cores at n = 20000, P = 1000; None: one block each). The state the method keeps (the basis, the
+        mask, the iterates, the kept factors) is not counted.
     callback : callable, optional
         ``callback(n_iter, W_pos, W_neg)`` with numpy copies of the current point, every 10 iterations
         (ADMM: at every convergence check); returning True stops the solve there with status
@@ -403,7 +409,7 @@ def solve_torch(
         return solve_fista(
             problem, device=device, dtype=dtype, max_iter=max_iter, tol=tol, warm_start=warm_start,
             checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-            verbose=verbose, callback=callback, finish_dtype=finish_dtype,
+            verbose=verbose, callback=callback, finish_dtype=finish_dtype, memory_limit=memory_limit,
         )  # fmt: skip
     if problem.formulation == "exact" and method == "admm":
         from .torch_admm import solve_admm

@@ -30,10 +30,11 @@ square root of the objective's), so by default a float32 solve whose gap stalls 
 float64 from where it is (``finish_dtype``); only the float64 checks' bounds certify the result.
 
 Smooth losses only (squared, logistic, cross-entropy); the hinge loss goes to ADMM. Memory: the basis
-``n k``, the mask and signs ``2 n P``, about four ``(C, n, P)`` temporaries per gradient, and
-``(2 C P) x n`` for the projections' violation checks (cut to the unfinished groups), plus the
-projections' kept factors ``2 (2 C P) k^2`` (normals and inverse Gram matrices, kept only while they fit
-in 512 MiB; past that every projection refactors its active set).
+``n k``, the mask and its signs ``2 n P``, the projections' kept factors ``2 (2 C P) k^2`` (normals and
+inverse Gram matrices, kept only while they fit in 512 MiB; past that every projection refactors its
+active set), and temporaries bounded by ``memory_limit``: the products run over blocks of samples (about
+three ``(C, block, P)`` temporaries) and the projections over blocks of groups (about five ``(block, n)``
+temporaries for their violation checks), sized to fit (:class:`_ExactMaps`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import os
 
 import torch
 
-from .cone_projection import _gather_normals, _padded_gram_inverse, project_cones
+from .cone_projection import ConeProjection, _gather_normals, _padded_gram_inverse, project_cones
 from .torch_backend import (
     finished_groups,
     load_checkpoint,
@@ -56,23 +57,76 @@ __all__ = ["solve_fista"]
 
 
 class _ExactMaps:
-    def __init__(self, problem, device, dtype):
+    """The data-fit maps of program (4) on one device and dtype, in blocks that fit ``memory_limit``.
+
+    The products run over blocks of ``sample_block`` samples (about three ``(C, block, P)`` temporaries)
+    and the projections over blocks of ``group_block`` groups (about five ``(block, n)`` temporaries), both
+    sized so that those temporaries stay within ``memory_limit`` bytes (None: one block each).
+    """
+
+    def __init__(self, problem, device, dtype, memory_limit: int | None = None):
         self.Up = torch.as_tensor(problem.Uprime, device=device, dtype=dtype)
         self.mask = torch.as_tensor(problem.mask, device=device, dtype=dtype)
         self.Y = torch.as_tensor(problem.Y, device=device, dtype=dtype)
         self.loss = problem.loss
-        C = problem.n_outputs
-        # signs of every group (2, C, P) -> (2 C P, n): the cone depends on the pattern only
-        self.group_signs = (2 * self.mask - 1).T.repeat(2 * C, 1)
+        n, C, P = self.Up.shape[0], problem.n_outputs, problem.n_patterns
+        # the cone of group g = (sign, output, pattern) depends on its pattern g % P only
+        self.pattern_signs = (2 * self.mask - 1).T.contiguous()  # (P, n)
+        self.n_patterns = P
+        itemsize = torch.finfo(dtype).bits // 8
+        if memory_limit is None:
+            self.sample_block, self.group_block = n, 2 * C * P
+        else:
+            self.sample_block = int(min(n, max(1, memory_limit // (3 * C * P * itemsize))))
+            self.group_block = int(min(2 * C * P, max(1, memory_limit // (5 * (n + 1) * itemsize))))
+
+    def group_signs(self, rows):
+        """``2 D - 1`` of the groups ``rows``: (len(rows), n)."""
+        return self.pattern_signs[rows % self.n_patterns]
+
+    def predict(self, X):
+        """The predictions F (n, C) at X (2, C, P, k)."""
+        W = (X[0] - X[1]).transpose(1, 2)  # (C, k, P)
+        n, b = self.Up.shape[0], self.sample_block
+        if b >= n:
+            return (self.mask * torch.matmul(self.Up, W)).sum(-1).T
+        F = torch.empty((n, W.shape[0]), dtype=W.dtype, device=W.device)
+        for i in range(0, n, b):
+            F[i : i + b] = (self.mask[i : i + b] * torch.matmul(self.Up[i : i + b], W)).sum(-1).T
+        return F
+
+    def adjoint(self, R):
+        """The data fit's gradient (2, C, P, k) for the loss gradient R (n, C)."""
+        n, b = self.Up.shape[0], self.sample_block
+        if b >= n:
+            G = torch.matmul((self.mask * R.T[:, :, None]).transpose(1, 2), self.Up)  # (C, P, k)
+        else:
+            G = 0
+            for i in range(0, n, b):
+                block = (self.mask[i : i + b] * R[i : i + b].T[:, :, None]).transpose(1, 2)
+                G = G + torch.matmul(block, self.Up[i : i + b])
+        return torch.stack([G, -G])
 
     def value_grad(self, X):
         """Data fit and its gradient (2, C, P, k) at X (2, C, P, k); also the (n, C) loss gradient."""
-        Z = torch.matmul(self.Up, (X[0] - X[1]).transpose(1, 2))  # (C, n, P)
-        F = (self.mask * Z).sum(-1).T
-        value = self.loss.torch_value(F, self.Y)
+        F = self.predict(X)
         R = self.loss.torch_grad(F, self.Y)
-        G = torch.matmul((self.mask * R.T[:, :, None]).transpose(1, 2), self.Up)  # (C, P, k)
-        return float(value), torch.stack([G, -G]), R
+        return float(self.loss.torch_value(F, self.Y)), self.adjoint(R), R
+
+    def project(self, a, rows, active, threshold, factors):
+        """:func:`project_cones` of the rows ``a`` (groups ``rows``), block by block; the results
+        concatenated in a :class:`ConeProjection`."""
+        b = self.group_block
+        if len(rows) <= b:
+            return project_cones(a, self.Up, self.group_signs(rows), active, threshold, factors=factors)
+        parts = []
+        for i in range(0, len(rows), b):
+            sl = slice(i, i + b)
+            part_factors = None if factors is None else (factors[0][sl], factors[1][sl])
+            part_active = None if active is None else active[sl]
+            parts.append(project_cones(a[sl], self.Up, self.group_signs(rows[sl]), part_active, threshold,
+                                       factors=part_factors))  # fmt: skip
+        return ConeProjection(*(torch.cat(fields) for fields in zip(*parts, strict=True)))
 
 
 def _prox(maps, V, step, beta, faces, factors=None):
@@ -88,7 +142,7 @@ def _prox(maps, V, step, beta, faces, factors=None):
     rows = torch.where(flat.norm(dim=1) > thresh)[0]
     if rows.numel():
         cached = None if factors is None else (factors[0][rows], factors[1][rows])
-        res = project_cones(flat[rows], maps.Up, maps.group_signs[rows], faces[rows], thresh, factors=cached)
+        res = maps.project(flat[rows], rows, faces[rows], thresh, cached)
         faces[rows] = res.active
         if factors is not None:
             factors[0][rows], factors[1][rows] = res.normals, res.gram_inv
@@ -116,7 +170,7 @@ def duality_gap(maps, X, beta, faces=None, factors=None):
     if rows.numel():
         act = None if faces is None else faces[rows]
         cached = None if faces is None or factors is None else (factors[0][rows], factors[1][rows])
-        res = project_cones(flat[rows], maps.Up, maps.group_signs[rows], act, beta, factors=cached)
+        res = maps.project(flat[rows], rows, act, beta, cached)
         above = ~res.below
         if bool(above.any()):
             worst = float(res.u[above].norm(dim=1).max())
@@ -142,6 +196,7 @@ def solve_fista(
     verbose: bool = False,
     callback=None,
     finish_dtype="auto",
+    memory_limit: int | None = 64 * 2**20,
 ):
     """FISTA with the exact prox on program (4) (module docstring). Returns the raw result dict.
 
@@ -154,6 +209,9 @@ def solve_fista(
     float64 after float32, nothing after float64; None: never. A float32 gap cannot go much below
     ``sqrt(eps_float32)`` (the dual point's error is about the square root of the objective's), so
     without a float64 finish a float32 solve asked for ``tol = 1e-6`` runs to ``max_iter``.
+
+    ``memory_limit`` (bytes, None: no limit): the products and the projections run in blocks of samples
+    and of groups whose temporaries fit in it (:class:`_ExactMaps`).
     """
     if not problem.loss.smooth:
         raise ValueError(f"method='fista' needs a smooth loss; use method='admm' for {problem.loss.name!r}")
@@ -166,7 +224,7 @@ def solve_fista(
         raise ValueError(f"finish_dtype must be 'auto', None or float64, got {finish_dtype!r}")
     if finish_dtype == dtype:
         finish_dtype = None
-    maps = _ExactMaps(problem, dev, dtype)
+    maps = _ExactMaps(problem, dev, dtype, memory_limit)
     C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
     beta = float(problem.beta)
     shape = (2, C, P, k)
@@ -189,7 +247,7 @@ def solve_fista(
                  "factors": factors, "prev_obj": math.inf, "history": [], "gap": math.inf,
                  "finish_at": None, "bounds_from": 0}  # fmt: skip
     if state.get("finish_at") is not None:  # resumed after the switch to finish_dtype
-        maps = _ExactMaps(problem, dev, state["X"].dtype)
+        maps = _ExactMaps(problem, dev, state["X"].dtype, memory_limit)
 
     def save():
         if checkpoint is not None:
@@ -237,11 +295,11 @@ def solve_fista(
                     and _precision_stalled(state["history"], X.dtype, tol)):  # fmt: skip
                 # go on in finish_dtype from here (momentum kept); the kept factors are rebuilt
                 # from the full-precision rows of U' (cast ones would hold float32-rounded normals)
-                maps = _ExactMaps(problem, dev, finish_dtype)
+                maps = _ExactMaps(problem, dev, finish_dtype, memory_limit)
                 X, X_prev = X.to(finish_dtype), X_prev.to(finish_dtype)
                 if factors is not None:
-                    every = torch.arange(len(faces), device=dev)
-                    normals = _gather_normals(maps.Up, maps.group_signs, every, faces)
+                    patterns = torch.arange(len(faces), device=dev) % P
+                    normals = _gather_normals(maps.Up, maps.pattern_signs, patterns, faces)
                     factors = (normals, _padded_gram_inverse(normals, faces >= 0))
                 slack = 10 * torch.finfo(finish_dtype).eps
                 state.update(finish_at=state["it"], bounds_from=len(state["history"]), factors=factors)
@@ -309,10 +367,7 @@ def _lipschitz_estimate(maps, shape, dtype, dev, n_power=20):
     est = 1.0
     for _ in range(n_power):
         X = X / X.norm()
-        Z = torch.matmul(maps.Up, (X[0] - X[1]).transpose(1, 2))
-        F = (maps.mask * Z).sum(-1).T
-        G = torch.matmul((maps.mask * F.T[:, :, None]).transpose(1, 2), maps.Up)
-        X = torch.stack([G, -G])
+        X = maps.adjoint(maps.predict(X))
         est = float(X.norm())
     curvature = 0.25 if maps.loss.name == "logistic" else 1.0
     return max(est * curvature, 1e-12)
