@@ -364,9 +364,10 @@ def solve_torch(
     verbose : bool
         Print one line per AL round.
     finish_dtype : "auto", "float64" or None
-        ``"fista"`` in float32 only (mixed precision): once the float32 gap stalls near what float32
-        can certify (about ``10 sqrt(eps_float32)`` = 3.5e-3, or no halving in 10 checks) and is still
-        above ``tol``, the iterations go on in float64 from there. ``"auto"`` (default) and
+        ``"fista"`` in float32 only (mixed precision): once the float32 gap stalls above ``tol`` (it is
+        below ``10 sqrt(eps_float32)`` = 3.5e-3 while ``tol < sqrt(eps_float32)`` = 3.5e-4, which
+        float32 cannot certify; or it did not halve in 10 checks), the iterations go on in float64 from
+        there. ``"auto"`` (default) and
         ``"float64"`` do this; None keeps float32 to the end (a ``tol`` below about 1e-3 may then not
         be reached before ``max_iter``). The solver name reads ``float32+float64`` when it switched,
         and ``info["finish_at"]`` is the iteration.
