@@ -64,6 +64,8 @@ def main(argv=None):
         limit = None if args.one == "none" else float(args.one)
         print(json.dumps(one_run(args.n, args.d, args.P, args.iters, limit)))
         return None
+    from bench_torch_vs_cvxpy import write_rows
+
     print(f"python {platform.python_version()}, {platform.processor()}")
     rows = []
     for limit in args.limits:
@@ -72,9 +74,7 @@ def main(argv=None):
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
+    write_rows(rows, args.out)
     return rows
 
 

@@ -21,7 +21,7 @@ import time
 import warnings
 
 import torch
-from bench_torch_vs_cvxpy import make_data
+from bench_torch_vs_cvxpy import add_size_arguments, make_data, size_pairs, write_rows
 
 from convexbn import ConvexBNProblem, bn_basis, sample_arrangements
 from convexbn.problem import SolverWarning
@@ -56,10 +56,7 @@ def run_size(n, d, P, beta, tols, ref_tol, max_iter_f32):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[500, 1000])
-    parser.add_argument("--d", type=int, default=20)
-    parser.add_argument("--P", type=int, nargs="+", default=[100, 200])
-    parser.add_argument("--beta", type=float, default=0.1)
+    add_size_arguments(parser)
     parser.add_argument("--tol", type=float, nargs="+", default=[1e-4, 1e-6])
     parser.add_argument("--ref-tol", type=float, default=1e-9)
     parser.add_argument("--max-iter-float32", type=int, default=3000)
@@ -67,11 +64,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor()}")
     rows = []
-    for n, P in zip(args.n, args.P if len(args.P) == len(args.n) else args.P * len(args.n), strict=False):
+    for n, P in size_pairs(args):
         rows += run_size(n, args.d, P, args.beta, args.tol, args.ref_tol, args.max_iter_float32)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
+    write_rows(rows, args.out)
     return rows
 
 

@@ -40,6 +40,26 @@ from convexbn import ConvexBNProblem, bn_basis, recover_network, sample_arrangem
 from convexbn.problem import SolverWarning
 
 
+def add_size_arguments(parser) -> None:
+    """``--n``, ``--d``, ``--P`` and ``--beta`` of the synthetic problems (shared by other benchmarks)."""
+    parser.add_argument("--n", type=int, nargs="+", default=[500, 1000])
+    parser.add_argument("--d", type=int, default=20)
+    parser.add_argument("--P", type=int, nargs="+", default=[100, 200])
+    parser.add_argument("--beta", type=float, default=0.1)
+
+
+def size_pairs(args) -> list[tuple[int, int]]:
+    """``(n, P)`` per size: ``--P`` paired with ``--n``, or one ``--P`` for every ``n``."""
+    return list(zip(args.n, args.P if len(args.P) == len(args.n) else args.P * len(args.n), strict=False))
+
+
+def write_rows(rows, path) -> None:
+    """The result rows as a JSON list at ``path`` (nothing when it is None)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
 def make_data(n: int, d: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d))
@@ -152,10 +172,7 @@ def run_one(n, d, P, beta, scs, tol, method="auto", seed=0, repeats=1, target=1e
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[500, 1000])
-    parser.add_argument("--d", type=int, default=20)
-    parser.add_argument("--P", type=int, nargs="+", default=[100, 200])
-    parser.add_argument("--beta", type=float, default=0.1)
+    add_size_arguments(parser)
     parser.add_argument(
         "--tol",
         type=float,
@@ -171,7 +188,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=1, help="torch solves per tolerance (median time)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    sizes = list(zip(args.n, args.P if len(args.P) == len(args.n) else args.P * len(args.n), strict=False))
+    sizes = size_pairs(args)
     rows = []
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor()}")
     for n, P in sizes:
@@ -179,9 +196,7 @@ def main(argv=None):
                       target=args.target, clarabel_loose=args.clarabel_loose, pyscnn=args.pyscnn)
         rows.append(row)
         print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
+    write_rows(rows, args.out)
     return rows
 
 
