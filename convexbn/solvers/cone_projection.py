@@ -156,6 +156,11 @@ def project_cones(
         threshold = torch.full((B,), float(threshold), dtype=dt, device=dev)
     eye = torch.eye(k, dtype=dt, device=dev)
     rows = torch.arange(B, device=dev)
+    # a dummy constraint n (zero normal) for the padding slots to point at: masking the active constraints
+    # out of the candidates is then one (R, k) scatter per step
+    n = Uprime.shape[0]
+    basis_t = torch.cat([Uprime, Uprime.new_zeros((1, k))]).T  # (k, n + 1)
+    signs_ext = torch.cat([signs, signs.new_ones((B, 1))], dim=1)
     valid = act >= 0
 
     if active is not None and factors is not None:
@@ -202,13 +207,11 @@ def project_cones(
                 live, ul = live[~short], ul[~short]
                 if live.numel() == 0:
                     break
-        values = signs[live] * (ul @ Uprime.T)  # (R, n)
+        values = signs_ext[live] * (ul @ basis_t)  # (R, n + 1)
         # active constraints hold with equality by construction: never candidates (rounding of the kept
         # inverse could otherwise make one look violated and add it twice)
         act_now = act[live]
-        is_active = torch.zeros(values.shape, dtype=torch.int32, device=dev)
-        is_active.scatter_add_(1, act_now.clamp_min(0), (act_now >= 0).to(torch.int32))
-        values = values.masked_fill(is_active > 0, torch.inf)
+        values.scatter_(1, torch.where(act_now >= 0, act_now, n), torch.inf)
         c = current[live]
         need = c < 0
         vmin, pmin = values.min(dim=1)
