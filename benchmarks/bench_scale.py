@@ -12,6 +12,13 @@ violation, the number of neurons, and peak resident memory (``ru_maxrss``) with 
 :mod:`convexbn.solvers.torch_backend` for comparison. On CUDA (``--device cuda``) it also reports the peak
 allocated GPU memory and the achieved memory bandwidth of the solve (bytes the dense products must read
 per iteration, over the time per iteration) as a fraction of ``--peak-bandwidth``.
+
+``--rho-factor`` sets the AL's initial penalty in units of the data term's Lipschitz estimate
+(``solve_torch``'s ``rho_factor``); ``--pyscnn`` then runs pyscnn's AL at its defaults (float64) on the same
+``U'``, patterns and objective, and reports its time, our objective (4) of its answer and its violation:
+
+    python benchmarks/bench_scale.py --n 10000 --P 200 --feas-tol 1e-5 --time-limit 300 --rho-factor 10 \
+        --pyscnn --out benchmarks/results/scale_n10000_d784_P200_rho10_pyscnn.json
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ def main(argv=None):
     parser.add_argument("--method", default="al", choices=["al", "admm", "auto"])
     parser.add_argument("--rel-change", type=float, default=1e-4)
     parser.add_argument("--feas-tol", type=float, default=1e-4)
+    parser.add_argument("--rho-factor", type=float, default=1.0,
+                        help="solve_torch's rho_factor: the AL's initial penalty / Lipschitz estimate")
+    parser.add_argument("--pyscnn", action="store_true",
+                        help="then pyscnn's AL (defaults) on the same U', patterns and objective")
     parser.add_argument("--max-iter", type=int, default=5000)
     parser.add_argument("--time-limit", type=float, default=2400.0)
     parser.add_argument("--peak-bandwidth", type=float, default=None, help="GB/s, for the GPU fraction")
@@ -102,7 +113,7 @@ def main(argv=None):
         torch.cuda.reset_peak_memory_stats()
     sol = problem.solve(
         "torch", method=args.method, dtype=args.dtype, device=args.device, max_iter=args.max_iter,
-        feas_tol=args.feas_tol, callback=stop_rule,
+        feas_tol=args.feas_tol, rho_factor=args.rho_factor, callback=stop_rule,
     )  # fmt: skip
     row["solve_s"] = time.perf_counter() - start - spent[0]
     row["callback_s"] = spent[0]
@@ -129,6 +140,14 @@ def main(argv=None):
         row["achieved_gb_per_s"] = bytes_per_iter / row["s_per_iter"] / 1e9
         if args.peak_bandwidth:
             row["bandwidth_fraction"] = row["achieved_gb_per_s"] / args.peak_bandwidth
+    row["rho_factor"] = args.rho_factor
+    if args.pyscnn:  # after ours, so that peak_rss_gb above is ours alone
+        from bench_torch_vs_cvxpy import run_pyscnn
+
+        result = run_pyscnn(problem, arr, y, beta, {})
+        row.update({f"pyscnn_{key}": value for key, value in result.items()})
+        row["pyscnn_violation"] = float(row["pyscnn_violation"])
+        row["pyscnn_rel_diff_vs_torch"] = (row["pyscnn_objective"] - sol.objective) / sol.objective
     row["trace"] = trace
     print(json.dumps({key: v for key, v in row.items() if key != "trace"}, indent=1))
     if args.out:

@@ -51,12 +51,21 @@ def test_admm_and_al_methods_agree_with_clarabel(loss):
         assert al.solver == "torch:cpu:float64"
         assert al.objective == pytest.approx(ref.objective, rel=1e-5)
         assert al.constraint_violation <= 1e-6
+        # a 10x larger initial penalty (the setting that helps at MNIST-like sizes): the same optimum
+        al10 = problem.solve("torch", method="al", rho_factor=10)
+        assert al10.status == "optimal"
+        assert al10.objective == pytest.approx(ref.objective, rel=1e-5)
+        assert al10.constraint_violation <= 1e-6
+        assert recover_network(al10).objective(X, y) == pytest.approx(al10.objective, rel=1e-6)
 
 
 def test_unknown_torch_method():
     _, _, problem = _problem()
     with pytest.raises(ValueError, match="unknown torch method 'newton'"):
         problem.solve("torch", method="newton")
+    for bad in (0, -1.0, float("nan"), float("inf"), "10", True):
+        with pytest.raises(ValueError, match="rho_factor must be a positive finite number"):
+            problem.solve("torch", method="al", rho_factor=bad)
     _, _, hinge = _problem("hinge")
     with pytest.raises(ValueError, match="method='fista' needs a smooth loss"):
         hinge.solve("torch", method="fista")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import os
 import tempfile
 
@@ -292,6 +293,7 @@ def solve_torch(
     feas_tol: float = 1e-7,
     max_outer: int = 60,
     rho: float | None = None,
+    rho_factor: float = 1.0,
     rho_growth: float = 2.0,
     inner_tol0: float = 1e-3,
     rel_change: float | None = None,
@@ -336,8 +338,11 @@ def solve_torch(
     max_outer : int
         Maximum augmented-Lagrangian rounds.
     rho : float, optional
-        Initial AL penalty; default: the data term's Lipschitz estimate (the AL term then does not worsen
-        the conditioning).
+        Initial AL penalty; default: ``rho_factor`` times the data term's Lipschitz estimate.
+    rho_factor : float
+        The default initial penalty in units of that estimate (1: the AL term does not worsen the
+        conditioning). At MNIST-like sizes 10 reached the cone constraints much sooner (docs/solvers.md,
+        "The augmented Lagrangian at large k"; ``benchmarks/bench_scale.py --rho-factor``).
     rho_growth : float
         Factor applied to ``rho`` when an AL round fails to halve the violation.
     inner_tol0 : float
@@ -392,6 +397,9 @@ def solve_torch(
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but torch finds no CUDA device")
+    real = isinstance(rho_factor, numbers.Real) and not isinstance(rho_factor, bool)
+    if not (real and math.isfinite(rho_factor) and rho_factor > 0):
+        raise ValueError(f"rho_factor must be a positive finite number, got {rho_factor!r}")
     if method not in ("auto", "fista", "admm", "al"):
         raise ValueError(f"unknown torch method {method!r}; expected 'auto', 'fista', 'admm' or 'al'")
     if method == "auto":
@@ -447,7 +455,7 @@ def solve_torch(
             X=X0,
             X_prev=X0.clone(),
             Lam=torch.zeros((2, C, ops.n, P), device=ops.device, dtype=dtype) if exact else None,
-            rho=float(rho) if rho is not None else L0,
+            rho=float(rho) if rho is not None else rho_factor * L0,
             L=L0,
             t=1.0,
             phase=phase,
