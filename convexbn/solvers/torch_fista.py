@@ -124,7 +124,8 @@ class _ExactMaps:
             sl = slice(i, i + b)
             part_factors = None if factors is None else (factors[0][sl], factors[1][sl])
             part_active = None if active is None else active[sl]
-            parts.append(project_cones(a[sl], self.Up, self.group_signs(rows[sl]), part_active, threshold,
+            part_thresh = threshold[sl] if torch.is_tensor(threshold) else threshold  # per row or one
+            parts.append(project_cones(a[sl], self.Up, self.group_signs(rows[sl]), part_active, part_thresh,
                                        factors=part_factors))  # fmt: skip
         return ConeProjection(*(torch.cat(fields) for fields in zip(*parts, strict=True)))
 
