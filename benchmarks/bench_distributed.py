@@ -15,7 +15,7 @@ of the exact program on the same seeded data and patterns, so times per iteratio
 Each run's times are the best of ``--repeats`` solves (this machine is noisy). Reported per run: seconds
 for the basis + patterns, seconds per iteration of the solve, all-reduce calls and bytes per iteration
 (per rank), the objective after the iterations (equal across runs up to rounding), and the memory-per-rank
-formula ``(2 + 14 C) n_r P + n_r k`` floats evaluated for the run.
+formula ``(3 + 10 C) n_r P + n_r k`` floats evaluated for the run.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def main(argv=None):
           "| memory / rank (MB, formula) | objective |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        floats = (2 + 14) * row["rows_per_rank"] * row["patterns"] + row["rows_per_rank"] * row["k"]
+        floats = (3 + 10) * row["rows_per_rank"] * row["patterns"] + row["rows_per_rank"] * row["k"]
         row["memory_formula_mb"] = floats * 8 / 1e6
         print(f"| {row['run']} | {row['setup_s']:.2f} | {row['s_per_iter'] * 1e3:.1f} ms | "
               f"{base / row['s_per_iter']:.2f}x | {row['allreduce_calls_per_iter']:.2f} | "

@@ -131,7 +131,7 @@ def main(argv=None):
     n, P, k = args.n, row["P"], row["k"]
     itemsize = 4 if args.dtype == "float32" else 8
     # the formula of convexbn.solvers.torch_backend (C = 1)
-    row["memory_formula_gb"] = ((2 + 14) * n * P + n * k + 12 * P * k) * itemsize / 2**30
+    row["memory_formula_gb"] = ((3 + 10) * n * P + n * k + 12 * P * k) * itemsize / 2**30
     row["s_per_iter"] = row["solve_s"] / max(sol.n_iter, 1)
     if args.device.startswith("cuda"):
         row["gpu_peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30

@@ -18,10 +18,9 @@ steps on the same (replicated, small) variables ``W_pos``, ``W_neg`` of shape (C
    Stopping rules, pruning, the reported objective and the recovered network are those of the
    single-process solve; checkpoints are written per rank (``PATH.rank{r}-of-{w}``).
 
-Memory per rank (floats of the working dtype, ``n_r`` rows on the rank): ``n_r k`` (basis) + ``2 n_r P``
-(mask and signs) + ``2 C n_r P`` (multipliers) + ``4 C n_r P`` (the last two iterates' pre-activations) +
-about ``8 C n_r P`` (temporaries) + ``O(C P k + d^2 w)`` replicated, i.e. roughly ``(2 + 14 C) n_r P + n_r k``
-floats.
+Memory per rank (floats of the working dtype, ``n_r`` rows on the rank): ``n_r k`` (basis) + ``3 n_r P``
+(mask and both signs) + ``2 C n_r P`` (multipliers) + ``8 C n_r P`` (the FISTA run's four buffers) +
+``O(C P k + d^2 w)`` replicated, i.e. roughly ``(3 + 10 C) n_r P + n_r k`` floats.
 
 Launch with ``torchrun --nproc_per_node=N script.py`` (Gloo on CPU, NCCL on GPUs); the script calls
 ``torch.distributed.init_process_group`` and passes its rows (e.g. ``X[shard_rows(n, rank, N)]``).
