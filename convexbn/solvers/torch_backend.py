@@ -17,8 +17,8 @@ multipliers ``2 C n P`` (exact program), and four (2, C, n, P) buffers allocated
 last two iterates' pre-activations, the extrapolated ones, the AL residual), into which every elementwise
 step writes: roughly ``(3 + 10 C) n P + n k + 12 C P k`` floats. (No chunking over samples yet.) Writing
 in place matters on a CPU: at n = 60000, P = 500 a fresh (2, n, P) float32 array costs about three times
-the arithmetic of a multiplication in page faults, and the iteration took 2.5 s with fresh arrays against
-1.0 s in place (``benchmarks/bench_scale.py``).
+the arithmetic of a multiplication in page faults, and the iteration took 2.48 s with fresh arrays against
+1.08 s in place (``benchmarks/bench_scale.py``, docs/solvers.md).
 
 FISTA (Beck & Teboulle, 2009) with backtracking on the Lipschitz estimate and function-value adaptive
 restart (O'Donoghue & Candes, 2015), as in Mishkin, Sahiner & Pilanci (ICML 2022); inner stopping on the
@@ -79,13 +79,13 @@ class _Operators:
         """Largest ``value`` over the processes; identity in a single-process solve."""
         return value if self.comm is None else self.comm.max(value)
 
-    def pre(self, W):
-        """``U' W^T`` per output: (C, n, P)."""
-        return torch.matmul(self.Up, W.transpose(1, 2))
+    def pre(self, W, out=None):
+        """``U' W^T`` per output: (C, n, P) (written into ``out`` when given)."""
+        return torch.matmul(self.Up, W.transpose(1, 2), out=out)
 
     def adjoint(self, G):
-        """``G^T U'`` per output, for G of shape (C, n, P): (C, P, k)."""
-        return torch.matmul(G.transpose(1, 2), self.Up)
+        """``G^T U'`` per output, for G of shape (..., C, n, P): (..., C, P, k)."""
+        return torch.matmul(G.transpose(-1, -2), self.Up)
 
     def predict(self, Zdiff):
         """(n, C) outputs from pre-activations ``U' (W_pos - W_neg)^T``."""
@@ -211,7 +211,7 @@ class TorchSolverState:
 def _pre_into(ops, X, out):
     """Pre-activations of every block of X (B, C, P, k) written into ``out`` (B, C, n, P)."""
     for j in range(X.shape[0]):
-        torch.matmul(ops.Up, X[j].transpose(1, 2), out=out[j])
+        ops.pre(X[j], out=out[j])
     return out
 
 
@@ -234,17 +234,17 @@ def _smooth_value(ops, Z, Lam, rho, exact, mu, V, scratch):
     return value + (0.5 / rho) * torch.mul(V, V, out=scratch).sum(), R
 
 
-def _smooth_grad(ops, R, rho, exact, V, out=None):
+def _smooth_grad(ops, R, rho, exact, V):
     """Gradient (B, C, P, k) of the smooth part from R and the ``V`` that :func:`_smooth_value` filled
     (overwritten: the adjoint's input is formed in place)."""
     Rt = R.T[:, :, None]
     if not exact:
         torch.mul(ops.mask, Rt, out=V[0])
-        return torch.matmul(V[:1].transpose(-1, -2), ops.Up, out=out)
+        return ops.adjoint(V[:1])
     V.mul_(ops.neg_signs)  # the AL term's gradient: -rho S relu(Lambda / rho - S Z) = -S V
     V[0].addcmul_(ops.mask, Rt)
     V[1].addcmul_(ops.mask, Rt, value=-1)
-    return torch.matmul(V.transpose(-1, -2), ops.Up, out=out)
+    return ops.adjoint(V)
 
 
 def _value_grad_at(ops, Z, Lam, rho, exact, mu, V, scratch):
