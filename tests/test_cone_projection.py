@@ -135,3 +135,30 @@ def test_dependent_warm_start_is_still_exact():
     for b in range(len(a)):
         kept = idx[b][idx[b] >= 0]
         assert len(set(kept.tolist())) == len(kept)
+
+
+def test_rows_sharing_patterns_and_constraint_zero():
+    # ``patterns``: groups that share a pattern read one row of ``signs``; constraint 0 is the one the
+    # padding slots point at, so it must still enter (and, once active, not enter twice)
+    Up, signs, rng = _cones(seed=3)
+    P = signs.shape[0]
+    T = lambda x: torch.as_tensor(x, dtype=torch.float64)  # noqa: E731
+    patterns = torch.arange(2 * P) % P
+    a = rng.standard_normal((2 * P, Up.shape[1]))
+    a[:P] -= 3 * signs[:, :1] * Up[0]  # constraint 0 the most violated of the first P rows
+    shared = project_cones(T(a), T(Up), T(signs), patterns=patterns)
+    gathered = project_cones(T(a), T(Up), T(signs[patterns.numpy()]))
+    np.testing.assert_allclose(shared.u.numpy(), gathered.u.numpy(), atol=1e-12)
+    assert int((shared.active == 0).any(1).sum()) >= 3  # the case is exercised (fixed seed: 4 rows)
+    u = shared.u.numpy()
+    for b in range(2 * P):
+        np.testing.assert_allclose(u[b], _reference(a[b], Up, signs[b % P]), atol=1e-10)
+    # warm start from those active sets and factors: the same as a cold projection, no repeated index
+    a2 = a + 0.01 * rng.standard_normal(a.shape)
+    warm = project_cones(T(a2), T(Up), T(signs), shared.active, factors=(shared.normals, shared.gram_inv),
+                         patterns=patterns)  # fmt: skip
+    cold = project_cones(T(a2), T(Up), T(signs), patterns=patterns)
+    np.testing.assert_allclose(warm.u.numpy(), cold.u.numpy(), atol=1e-10)
+    for row in warm.active:
+        idx = row[row >= 0]
+        assert len(torch.unique(idx)) == len(idx)

@@ -102,6 +102,7 @@ def project_cones(
     threshold: float | torch.Tensor | None = None,
     *,
     factors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    patterns: torch.Tensor | None = None,
     tol: float | None = None,
     max_steps: int | None = None,
 ) -> ConeProjection:
@@ -112,7 +113,7 @@ def project_cones(
     a : Tensor of shape (B, k)
     Uprime : Tensor of shape (n, k)
         The BN basis ``U'`` (any matrix works; orthonormal columns keep the steps well conditioned).
-    signs : Tensor of shape (B, n)
+    signs : Tensor of shape (B, n), or (S, n) with ``patterns``
         ``2 D - 1`` of each row's pattern (+-1).
     active : LongTensor of shape (B, k), optional
         Warm start: a previous result's ``active``.
@@ -121,6 +122,9 @@ def project_cones(
     factors : (Tensor, Tensor) of shapes (B, k, k), optional
         The previous result's ``(normals, gram_inv)`` for the same ``active``: the warm start then
         skips the batched solve (rows whose inverse fails a residual check are refactored).
+    patterns : LongTensor of shape (B,), optional
+        Row ``b``'s pattern is ``signs[patterns[b]]`` (groups that share a pattern share its row of
+        ``signs``, and no ``(B, n)`` copy is made); default: ``signs[b]``.
     tol : float, optional
         A constraint counts as violated below ``-tol * ||a||``; default ``100 * eps`` of the dtype.
     max_steps : int, optional
@@ -156,11 +160,8 @@ def project_cones(
         threshold = torch.full((B,), float(threshold), dtype=dt, device=dev)
     eye = torch.eye(k, dtype=dt, device=dev)
     rows = torch.arange(B, device=dev)
-    # a dummy constraint n (zero normal) for the padding slots to point at: masking the active constraints
-    # out of the candidates is then one (R, k) scatter per step
-    n = Uprime.shape[0]
-    basis_t = torch.cat([Uprime, Uprime.new_zeros((1, k))]).T  # (k, n + 1)
-    signs_ext = torch.cat([signs, signs.new_ones((B, 1))], dim=1)
+    sign_rows = rows if patterns is None else patterns  # row b's constraints: signs[sign_rows[b]]
+    basis_t = Uprime.T  # (k, n)
     valid = act >= 0
 
     if active is not None and factors is not None:
@@ -169,7 +170,7 @@ def project_cones(
         gram = NA @ NA.transpose(1, 2) + torch.diag_embed((~valid).to(dt))
         stale = torch.where((H @ gram - eye).abs().amax(dim=(1, 2)) > torch.finfo(dt).eps ** 0.75)[0]
     else:
-        NA = _gather_normals(Uprime, signs, rows, act)
+        NA = _gather_normals(Uprime, signs, sign_rows, act)
         H = eye.expand(B, k, k).clone()
         stale = torch.where(valid.any(1))[0]
     if stale.numel():
@@ -186,7 +187,7 @@ def project_cones(
                 break
             act[bad] = _pack(torch.where(negative[bad], -1, act[bad]))
             valid = act >= 0
-            NA[bad] = _gather_normals(Uprime, signs, bad, act[bad])
+            NA[bad] = _gather_normals(Uprime, signs, sign_rows[bad], act[bad])
             H[bad] = _padded_gram_inverse(NA[bad], valid[bad])
 
     current = torch.full((B,), -1, dtype=torch.long, device=dev)  # constraint being added
@@ -207,32 +208,34 @@ def project_cones(
                 live, ul = live[~short], ul[~short]
                 if live.numel() == 0:
                     break
-        values = signs_ext[live] * (ul @ basis_t)  # (R, n + 1)
+        values = signs[sign_rows[live]] * (ul @ basis_t)  # (R, n)
         # active constraints hold with equality by construction: never candidates (rounding of the kept
-        # inverse could otherwise make one look violated and add it twice)
+        # inverse could otherwise make one look violated and add it twice). Padding slots (-1) point at
+        # constraint 0, whose value is put back unless it is really active.
         act_now = act[live]
-        values.scatter_(1, torch.where(act_now >= 0, act_now, n), torch.inf)
+        first = values[:, 0].clone()
+        values.scatter_(1, act_now.clamp_min(0), torch.inf)
+        values[:, 0] = torch.where((act_now == 0).any(1), torch.inf, first)
         c = current[live]
         need = c < 0
         vmin, pmin = values.min(dim=1)
         finished = need & (vmin >= -tol * scale[live])
+        c = torch.where(need, pmin, c)
+        vp = values.gather(1, c[:, None])[:, 0]  # the value of the constraint being added
         if bool(finished.any()):
             done[live[finished]] = True
             keep = ~finished
-            live, ul, values = live[keep], ul[keep], values[keep]
-            c, need, pmin = c[keep], need[keep], pmin[keep]
+            live, ul, c, vp = live[keep], ul[keep], c[keep], vp[keep]
             if live.numel() == 0:
                 break
-        c = torch.where(need, pmin, c)
         act_l, mu_l, NA_l, H_l = act[live], mu[live], NA[live], H[live]
         valid = act_l >= 0
-        normal = signs[live, c][:, None] * Uprime[c]  # the constraint being added
+        normal = signs[sign_rows[live], c][:, None] * Uprime[c]  # the constraint being added
         b = (NA_l @ normal[..., None])[..., 0]
         r = torch.where(valid, (H_l @ b[..., None])[..., 0], 0.0)
         z = normal - (NA_l.transpose(1, 2) @ r[..., None])[..., 0]  # its normal, off the active span
         zz = (z * normal).sum(1)
         has_z = zz > 1e3 * torch.finfo(dt).eps
-        vp = values.gather(1, c[:, None])[:, 0]
         t_full = torch.where(has_z, -vp / zz.clamp_min(tiny), torch.inf)
         ratio = torch.where(valid & (r > 0), mu_l / r.clamp_min(tiny), torch.inf)
         t_part, blocking = ratio.min(dim=1)

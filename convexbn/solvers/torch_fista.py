@@ -80,10 +80,6 @@ class _ExactMaps:
             self.sample_block = int(min(n, max(1, memory_limit // (3 * C * P * itemsize))))
             self.group_block = int(min(2 * C * P, max(1, memory_limit // (5 * (n + 1) * itemsize))))
 
-    def group_signs(self, rows):
-        """``2 D - 1`` of the groups ``rows``: (len(rows), n)."""
-        return self.pattern_signs[rows % self.n_patterns]
-
     def predict(self, X):
         """The predictions F (n, C) at X (2, C, P, k)."""
         W = (X[0] - X[1]).transpose(1, 2)  # (C, k, P)
@@ -107,26 +103,35 @@ class _ExactMaps:
                 G = G + torch.matmul(block, self.Up[i : i + b])
         return torch.stack([G, -G])
 
-    def value_grad(self, X):
-        """Data fit and its gradient (2, C, P, k) at X (2, C, P, k); also the (n, C) loss gradient."""
-        F = self.predict(X)
+    def value(self, F):
+        """The data fit at the predictions F (n, C)."""
+        return float(self.loss.torch_value(F, self.Y))
+
+    def value_grad(self, X, F=None):
+        """Data fit and its gradient (2, C, P, k) at X (2, C, P, k); also the (n, C) loss gradient.
+
+        ``F``: the predictions at X when known (the map is linear: FISTA keeps them for its iterates).
+        """
+        F = self.predict(X) if F is None else F
         R = self.loss.torch_grad(F, self.Y)
-        return float(self.loss.torch_value(F, self.Y)), self.adjoint(R), R
+        return self.value(F), self.adjoint(R), R
 
     def project(self, a, rows, active, threshold, factors):
         """:func:`project_cones` of the rows ``a`` (groups ``rows``), block by block; the results
         concatenated in a :class:`ConeProjection`."""
         b = self.group_block
         if len(rows) <= b:
-            return project_cones(a, self.Up, self.group_signs(rows), active, threshold, factors=factors)
+            return project_cones(a, self.Up, self.pattern_signs, active, threshold, factors=factors,
+                                 patterns=rows % self.n_patterns)  # fmt: skip
         parts = []
         for i in range(0, len(rows), b):
             sl = slice(i, i + b)
             part_factors = None if factors is None else (factors[0][sl], factors[1][sl])
             part_active = None if active is None else active[sl]
             part_thresh = threshold[sl] if torch.is_tensor(threshold) else threshold  # per row or one
-            parts.append(project_cones(a[sl], self.Up, self.group_signs(rows[sl]), part_active, part_thresh,
-                                       factors=part_factors))  # fmt: skip
+            part_patterns = rows[sl] % self.n_patterns
+            parts.append(project_cones(a[sl], self.Up, self.pattern_signs, part_active, part_thresh,
+                                       factors=part_factors, patterns=part_patterns))  # fmt: skip
         return ConeProjection(*(torch.cat(fields) for fields in zip(*parts, strict=True)))
 
 
@@ -161,9 +166,10 @@ def _new_factors(n_rows, k, dtype, device, budget_bytes=512 * 2**20):
     return (torch.zeros((n_rows, k, k), dtype=dtype, device=device), eye.expand(n_rows, k, k).clone())
 
 
-def duality_gap(maps, X, beta, faces=None, factors=None):
-    """``(objective, lower bound)`` of program (4) at the feasible point X (see the module docstring)."""
-    value, G, R = maps.value_grad(X)
+def duality_gap(maps, X, beta, faces=None, factors=None, F=None):
+    """``(objective, lower bound)`` of program (4) at the feasible point X (see the module docstring);
+    ``F``: the predictions at X when known."""
+    value, G, R = maps.value_grad(X, F)
     objective = value + beta * float(X.norm(dim=-1).sum())
     flat = (-G).reshape(-1, G.shape[-1])
     rows = torch.where(flat.norm(dim=1) > beta)[0]  # ||Pi_K(a)|| <= ||a||: the others are fine as they are
@@ -261,18 +267,23 @@ def solve_fista(
         bar = tqdm(total=max_iter, initial=state["it"], desc="convexbn fista", leave=False)
 
     X, X_prev, t, L = state["X"], state["X_prev"], state["t"], state["L"]
+    # the predictions of the last two iterates: the map is linear, so the extrapolated point's are their
+    # combination, and each iteration needs one prediction (per trial step) and one adjoint
+    F, F_prev = maps.predict(X), maps.predict(X_prev)
     faces, prev_obj = state["faces"], state["prev_obj"]
     factors = state.get("factors")  # absent from checkpoints of earlier versions: refactored as needed
     slack = 10 * torch.finfo(X.dtype).eps
     status = "optimal_inaccurate"
     while state["it"] < max_iter:
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
-        Yx = X + ((t - 1) / t_next) * (X - X_prev)
-        fy, gy, _ = maps.value_grad(Yx)
+        momentum = (t - 1) / t_next
+        Yx = torch.lerp(X_prev, X, 1 + momentum)  # X + momentum (X - X_prev)
+        fy, gy, _ = maps.value_grad(Yx, torch.lerp(F_prev, F, 1 + momentum))
         while True:  # backtracking on the Lipschitz estimate
             Xn = _prox(maps, Yx - gy / L, 1.0 / L, beta, faces, factors)
             D = Xn - Yx
-            fx, _, _ = maps.value_grad(Xn)
+            Fn = maps.predict(Xn)
+            fx = maps.value(Fn)
             if fx <= fy + float((gy * D).sum()) + 0.5 * L * float(D.square().sum()) + slack * abs(fy):
                 break
             L *= 2.0
@@ -280,13 +291,14 @@ def solve_fista(
         if obj > prev_obj:  # adaptive restart
             t_next = 1.0
         X_prev, X, t, prev_obj = X, Xn, t_next, obj
+        F_prev, F = F, Fn
         L *= 0.9
         state["it"] += 1
         if bar is not None:
             bar.update(1)
         stop = False
         if state["it"] % check_every == 0:
-            objective, lower = duality_gap(maps, X, beta, faces, factors)
+            objective, lower = duality_gap(maps, X, beta, faces, factors, F)
             state["history"].append((state["it"], objective, lower))
             # every check's dual point bounds the optimum (after a switch of dtype: the finish's checks)
             best = _best_bound(state["history"][state.get("bounds_from", 0) :])
@@ -298,6 +310,7 @@ def solve_fista(
                 # from the full-precision rows of U' (cast ones would hold float32-rounded normals)
                 maps = _ExactMaps(problem, dev, finish_dtype, memory_limit)
                 X, X_prev = X.to(finish_dtype), X_prev.to(finish_dtype)
+                F, F_prev = maps.predict(X), maps.predict(X_prev)
                 if factors is not None:
                     patterns = torch.arange(len(faces), device=dev) % P
                     normals = _gather_normals(maps.Up, maps.pattern_signs, patterns, faces)
