@@ -44,6 +44,7 @@ import os
 
 import torch
 
+from ..problem import SolverError
 from .cone_projection import ConeProjection, _gather_normals, _padded_gram_inverse, project_cones
 from .torch_backend import (
     finished_groups,
@@ -279,14 +280,25 @@ def solve_fista(
         momentum = (t - 1) / t_next
         Yx = torch.lerp(X_prev, X, 1 + momentum)  # X + momentum (X - X_prev)
         fy, gy, _ = maps.value_grad(Yx, torch.lerp(F_prev, F, 1 + momentum))
+        fy_exact = False
         while True:  # backtracking on the Lipschitz estimate
             Xn = _prox(maps, Yx - gy / L, 1.0 / L, beta, faces, factors)
             D = Xn - Yx
             Fn = maps.predict(Xn)
             fx = maps.value(Fn)
-            if fx <= fy + float((gy * D).sum()) + 0.5 * L * float(D.square().sum()) + slack * abs(fy):
+            model = float((gy * D).sum()) + 0.5 * L * float(D.square().sum())
+            if fx <= fy + model + slack * abs(fy):
                 break
+            if not fy_exact:
+                # fy came from the combined predictions, which round differently from a prediction at Yx:
+                # where the step is zero (Xn == Yx) no L would absorb that difference. Test again with
+                # fy from a prediction at Yx, as the step's own prediction is.
+                fy, fy_exact = maps.value(maps.predict(Yx)), True
+                if fx <= fy + model + slack * abs(fy):
+                    break
             L *= 2.0
+            if not math.isfinite(L):
+                raise SolverError("FISTA's line search failed (the Lipschitz estimate overflowed)")
         obj = fx + beta * float(Xn.norm(dim=-1).sum())
         if obj > prev_obj:  # adaptive restart
             t_next = 1.0
