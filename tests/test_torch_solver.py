@@ -140,10 +140,11 @@ def test_float32_matches_float64_exact(loss):
 def test_float32_finishes_in_float64_to_a_tight_gap(loss):
     X, y, problem = _problem(loss)
     f64 = problem.solve("torch", tol=1e-8)
-    # float32 alone cannot certify 1e-6 (its gap stalls near sqrt(eps_float32))...
+    # float32 alone does not certify a tight gap: its objective rounds at about 1e-7 and its dual points
+    # are worse (a lucky check once certified 6e-7 for the logistic loss, so the test asks for 1e-8)...
     with pytest.warns(SolverWarning, match="optimal_inaccurate"):
-        alone = problem.solve("torch", dtype="float32", finish_dtype=None, max_iter=600)
-    assert alone.info["relative_gap"] > 1e-6 and alone.info["finish_at"] is None
+        alone = problem.solve("torch", dtype="float32", finish_dtype=None, tol=1e-8, max_iter=600)
+    assert alone.info["relative_gap"] > 1e-8 and alone.info["finish_at"] is None
     # ...the default finishes in float64 from where float32 stalled
     mixed = problem.solve("torch", dtype="float32")
     assert mixed.solver == "torch-fista:cpu:float32+float64"

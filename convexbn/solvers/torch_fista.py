@@ -214,9 +214,10 @@ def solve_fista(
 
     ``finish_dtype`` (mixed precision): when the gap in ``dtype`` stalls above ``tol`` (see
     :func:`_precision_stalled`), the iterations go on in this dtype from the current point. ``"auto"``:
-    float64 after float32, nothing after float64; None: never. A float32 gap cannot go much below
+    float64 after float32, nothing after float64; None: never. A float32 gap usually stalls near
     ``sqrt(eps_float32)`` (the dual point's error is about the square root of the objective's), so
-    without a float64 finish a float32 solve asked for ``tol = 1e-6`` runs to ``max_iter``.
+    without a float64 finish a float32 solve asked for ``tol = 1e-6`` usually runs to ``max_iter`` (a
+    single check can be lucky and certify).
 
     ``memory_limit`` (bytes, None: no limit): the products and the projections run in blocks of samples
     and of groups whose temporaries fit in it (:class:`_ExactMaps`).
