@@ -1,5 +1,7 @@
 """The torch first-order solver against cvxpy + Clarabel, feasibility, checkpoint/resume, dtypes."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -278,9 +280,9 @@ def test_fista_kept_factors_match_refactoring_every_call(loss, monkeypatch):
     from convexbn.solvers import torch_fista
 
     X, y, problem = _problem(loss, "exact")
-    kept = problem.solve("torch", tol=1e-8)
+    kept = problem.solve("torch", tol=1e-8, projection="torch")
     monkeypatch.setattr(torch_fista, "_new_factors", lambda *args, **kwargs: None)
-    refactored = problem.solve("torch", tol=1e-8)
+    refactored = problem.solve("torch", tol=1e-8, projection="torch")
     assert kept.objective == pytest.approx(refactored.objective, rel=1e-9)
     # (the iterates differ in rounding, so restarts and the iteration count may differ)
     assert kept.status == refactored.status == "optimal"
@@ -293,9 +295,10 @@ def test_blocked_maps_and_projections_match_one_block():
 
     _, _, problem = _problem(P=40)
     P, k = problem.n_patterns, problem.dim
-    whole = _ExactMaps(problem, torch.device("cpu"), torch.float64, None)
+    # (the torch projections run in blocks of groups; the numba kernel takes all groups at once)
+    whole = _ExactMaps(problem, torch.device("cpu"), torch.float64, None, projection="torch")
     # room for about 7 samples per product block and 3 groups per projection block
-    blocked = _ExactMaps(problem, torch.device("cpu"), torch.float64, 3 * P * 8 * 7)
+    blocked = _ExactMaps(problem, torch.device("cpu"), torch.float64, 3 * P * 8 * 7, projection="torch")
     assert blocked.sample_block == 7 and 1 <= blocked.group_block < 2 * P
     X = torch.randn((2, 1, P, k), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     value, G, R = whole.value_grad(X)
@@ -378,3 +381,48 @@ def test_fista_line_search_ends_where_the_step_is_zero():
     ref = problem.solve("clarabel")
     assert sol.objective == pytest.approx(ref.objective, rel=1e-6)
     assert sol.constraint_violation <= 1e-12
+
+
+NEEDS_NUMBA = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba not installed")
+
+
+@NEEDS_NUMBA
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_fista_numba_and_torch_projections_reach_the_same_certified_optimum(loss):
+    # the two implementations of the cone projections round differently, so the iterates differ in
+    # rounding; both certify the same optimum, and Clarabel's
+    X, y, problem = _problem(loss)
+    ref = problem.solve("clarabel")
+    by_torch = problem.solve("torch", tol=1e-8, projection="torch")
+    by_numba = problem.solve("torch", tol=1e-8, projection="numba")
+    assert by_torch.status == by_numba.status == "optimal"
+    assert by_numba.info["relative_gap"] <= 1e-8
+    assert by_numba.objective == pytest.approx(by_torch.objective, rel=1e-8)
+    assert by_numba.objective == pytest.approx(ref.objective, rel=1e-5)
+    assert by_numba.constraint_violation <= 1e-14
+    assert recover_network(by_numba).objective(X, y) == pytest.approx(by_numba.objective, rel=1e-10)
+
+
+@NEEDS_NUMBA
+def test_fista_numba_memory_changes_no_iterate(monkeypatch):
+    # what the numba kernel keeps between projections (constraint values, Cholesky factors) decides only
+    # which constraints it evaluates and whether it refactors: without it the solve is the same bit for bit
+    from convexbn.solvers.cone_projection import ProjectionMemory
+
+    _, _, problem = _problem("logistic")
+    kept = problem.solve("torch", tol=1e-8, projection="numba")
+    monkeypatch.setattr(ProjectionMemory, "bytes_per_group", staticmethod(lambda n, k: 2**40))  # over budget
+    plain = problem.solve("torch", tol=1e-8, projection="numba")
+    assert kept.n_iter == plain.n_iter
+    assert kept.objective == plain.objective
+    np.testing.assert_array_equal(kept.W_pos, plain.W_pos)
+    np.testing.assert_array_equal(kept.W_neg, plain.W_neg)
+
+
+def test_unknown_or_unavailable_projection():
+    _, _, problem = _problem()
+    with pytest.raises(ValueError, match="projection backend must be one of"):
+        problem.solve("torch", projection="cupy")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            problem.solve("torch", device="cuda", projection="numba")

@@ -25,18 +25,57 @@ make it cheap inside a solver:
   start, which then needs no factorization unless the active set changed (or the kept inverse fails a
   residual check).
 
-All rows advance together in batched tensor operations (only the unfinished ones are computed each step),
-so the same code runs on CPU and GPU. Cost per step: one ``(B, n) = (B, k) x (k, n)`` product for the
-violations and ``O(B k^2)`` for the factor updates; memory of the kept factors ``2 B k^2`` floats.
+Two implementations of the same method (``backend``):
+
+* ``"torch"``: all rows advance together in batched tensor operations (only the unfinished ones are
+  computed each step), so the same code runs on CPU and GPU. Cost per step: one ``(B, n) = (B, k) x (k,
+  n)`` product for the violations and ``O(B k^2)`` for the factor updates, plus a fixed cost of about a
+  hundred tensor operations, which dominates on a CPU when a few rows need many steps; memory of the kept
+  factors ``2 B k^2`` floats.
+* ``"numba"`` (CPU; needs the optional numba, ``pip install convexbn[numba]``): a compiled kernel,
+  :mod:`convexbn.solvers._cone_kernels`, projects row by row, rows in parallel, so a row's steps cost
+  only their ``O(n k)`` arithmetic. It refactors the active Gram matrix at each step (``O(k^3)``, below the
+  ``O(n k)`` check for ``k^2 < n``) and keeps no factors between calls (``normals`` and ``gram_inv`` of
+  its result are None); memory ``O(n)`` per thread. The first call compiles it (seconds; cached on disk
+  for later processes).
+
+``backend="auto"`` takes numba for CPU tensors when it is installed, else torch.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import NamedTuple
 
 import torch
 
-__all__ = ["ConeProjection", "project_cones"]
+__all__ = ["ConeProjection", "ProjectionMemory", "NumbaBasis", "project_cones", "resolve_projection_backend"]
+
+PROJECTION_BACKENDS = ("auto", "torch", "numba")
+
+
+def resolve_projection_backend(backend: str, device: torch.device | str) -> str:
+    """The backend ``"auto"`` stands for on ``device``, after checking that the asked one can run there.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or ``"numba"`` for a non-CPU device.
+    ImportError
+        ``"numba"`` asked for and numba not installed.
+    """
+    if backend not in PROJECTION_BACKENDS:
+        raise ValueError(f"projection backend must be one of {PROJECTION_BACKENDS}, got {backend!r}")
+    on_cpu = torch.device(device).type == "cpu"
+    has_numba = importlib.util.find_spec("numba") is not None
+    if backend == "auto":
+        return "numba" if on_cpu and has_numba else "torch"
+    if backend == "numba":
+        if not on_cpu:
+            raise ValueError(f"the numba projection runs on the CPU only, not on {torch.device(device)}")
+        if not has_numba:
+            raise ImportError("the numba projection needs numba: pip install convexbn[numba] (or 'torch')")
+    return backend
 
 
 class ConeProjection(NamedTuple):
@@ -52,10 +91,10 @@ class ConeProjection(NamedTuple):
         The row finished (exact projection, or stopped by the threshold).
     below : BoolTensor of shape (B,)
         The row stopped because ``||Pi_K(a)|| <= threshold``.
-    normals : Tensor of shape (B, k, k)
+    normals : Tensor of shape (B, k, k), or None
         The rows of ``G`` on each active slot (zero on padding): with ``gram_inv``, the factors of the
-        next call's warm start.
-    gram_inv : Tensor of shape (B, k, k)
+        next call's warm start (None from the numba backend, which keeps no factors).
+    gram_inv : Tensor of shape (B, k, k), or None
         Inverse of each row's padded Gram matrix ``N N^T + diag(padding)`` (identity on padding).
     """
 
@@ -105,6 +144,10 @@ def project_cones(
     patterns: torch.Tensor | None = None,
     tol: float | None = None,
     max_steps: int | None = None,
+    backend: str = "torch",
+    basis: NumbaBasis | None = None,
+    kept: ProjectionMemory | None = None,
+    groups: torch.Tensor | None = None,
 ) -> ConeProjection:
     """Project each row ``a[b]`` onto ``{u : signs[b] * (Uprime @ u) >= 0}``.
 
@@ -130,6 +173,13 @@ def project_cones(
     max_steps : int, optional
         Budget of active-set steps (default ``8 k + 40``); rows still running are returned with
         ``done = False``.
+    backend : {"torch", "numba", "auto"}
+        The implementation (module docstring); ``factors`` are used by ``"torch"`` only. The default stays
+        ``"torch"`` so that a direct call runs anywhere; the solvers pass ``"auto"``.
+    basis, kept, groups : optional
+        Numba only. ``basis``: :meth:`NumbaBasis.of` ``(Uprime)``, made once by a caller that projects
+        many times (default: made per call). ``kept``: the :class:`ProjectionMemory` of the groups,
+        updated in place, with ``groups`` (LongTensor of shape (B,), distinct) the group of each row.
 
     Returns
     -------
@@ -147,6 +197,9 @@ def project_cones(
     dt, dev = a.dtype, a.device
     tol = 100 * torch.finfo(dt).eps if tol is None else tol
     max_steps = 8 * k + 40 if max_steps is None else max_steps
+    if resolve_projection_backend(backend, dev) == "numba":
+        return _project_cones_numba(a, Uprime, signs, active, threshold, patterns, tol, max_steps, basis,
+                                    kept, groups)  # fmt: skip
     if active is None:
         act = torch.full((B, k), -1, dtype=torch.long, device=dev)
     elif factors is None:  # a warm start from elsewhere: no repeated constraint
@@ -289,3 +342,94 @@ def project_cones(
         act[live], mu[live], mu_current[live], current[live] = act_l, mu_l, mc, c
         NA[live], H[live] = NA_l, H_l
     return ConeProjection(u=u, active=act, done=done, below=below, normals=NA, gram_inv=H)
+
+
+class ProjectionMemory(NamedTuple):
+    """What the numba kernel keeps of each group's last projection, carried from call to call.
+
+    Row ``b`` of a call uses group ``groups[b]``. ``values[g] = U' points[g]`` (float64) where
+    ``valid[g]``: a check at a point near ``points[g]`` then evaluates only the constraints that the
+    distance could make violated (:func:`convexbn.solvers._cone_kernels._most_violated`). ``factors[g]``:
+    the Cholesky factor of the Gram matrix of the active normals ``factor_of[g]`` (-1 padded;
+    ``factor_of[g, 0] = -2``: none), so that a warm start on the same active set needs no factorization.
+    The results do not depend on what is kept. Memory ``G (n + k^2 + 2 k)`` float64.
+    """
+
+    values: torch.Tensor
+    points: torch.Tensor
+    valid: torch.Tensor
+    factors: torch.Tensor
+    factor_of: torch.Tensor
+
+    @classmethod
+    def empty(cls, n_groups: int, n: int, k: int) -> ProjectionMemory:
+        """Nothing kept yet for ``n_groups`` groups of ``n`` constraints in ``R^k`` (float64 whatever the
+        data's dtype: the kernel's own arithmetic is float64)."""
+        f64 = torch.float64
+        return cls(torch.empty((n_groups, n), dtype=f64), torch.empty((n_groups, k), dtype=f64),
+                   torch.zeros(n_groups, dtype=torch.bool), torch.zeros((n_groups, k, k), dtype=f64),
+                   torch.full((n_groups, k), -2, dtype=torch.long))  # fmt: skip
+
+    @staticmethod
+    def bytes_per_group(n: int, k: int) -> int:
+        """Memory of one group's entry."""
+        return 8 * (n + k * k + 2 * k) + 1
+
+
+class NumbaBasis(NamedTuple):
+    """``U'`` as the numba kernel reads it: rows ``(n, k)``, columns ``(k, n)`` (both contiguous), and the
+    rows' norms ``(n,)``. Made once per solve by :meth:`of`, instead of at each call."""
+
+    rows: torch.Tensor
+    columns: torch.Tensor
+    row_norms: torch.Tensor
+
+    @classmethod
+    def of(cls, Uprime: torch.Tensor) -> NumbaBasis:
+        U = Uprime.detach().cpu().contiguous()
+        return cls(U, U.T.contiguous(), U.norm(dim=1))
+
+
+def _check_range(name: str, index: torch.Tensor, low: int, high: int) -> None:
+    """A ``ValueError`` unless every entry of ``index`` is in ``[low, high)``."""
+    if index.numel() and (int(index.min()) < low or int(index.max()) >= high):
+        lo, hi = int(index.min()), int(index.max())
+        raise ValueError(f"{name} holds indices outside [{low}, {high}): {lo}..{hi}")
+
+
+def _project_cones_numba(a, Uprime, signs, active, threshold, patterns, tol, max_steps, basis=None,
+                         kept=None, groups=None) -> ConeProjection:  # fmt: skip
+    """:func:`project_cones` by the compiled kernel (CPU tensors; arguments as there, already defaulted)."""
+    from ._cone_kernels import project_rows
+
+    B, k = a.shape
+    n = Uprime.shape[0]
+    basis = NumbaBasis.of(Uprime) if basis is None else basis
+    rows = torch.arange(B) if patterns is None else patterns
+    act = torch.full((B, k), -1, dtype=torch.long) if active is None else active
+    if threshold is None:
+        thr = torch.full((B,), -1.0, dtype=a.dtype)  # negative: never "below"
+    elif torch.is_tensor(threshold):
+        thr = threshold.detach().to(a.dtype).expand(B)
+    else:
+        thr = torch.full((B,), float(threshold), dtype=a.dtype)
+    if kept is None:
+        kept, groups = ProjectionMemory.empty(0, n, k), rows
+    elif groups is None:
+        raise ValueError("kept needs groups: the group (row of kept) of each row of a")
+    # the kernel does not check its indices: out-of-range ones are refused here
+    _check_range("active", act, -1, n)
+    _check_range("patterns", rows, 0, signs.shape[0])
+    if kept.values.shape[0]:
+        _check_range("groups", groups, 0, kept.values.shape[0])
+    u = torch.empty_like(a)
+    out_act = torch.empty((B, k), dtype=torch.long)
+    done = torch.empty(B, dtype=torch.bool)
+    below = torch.empty(B, dtype=torch.bool)
+    np_ = [t.contiguous().numpy() for t in (a.detach(), basis.rows, basis.columns, basis.row_norms,
+                                             signs.detach().to(a.dtype), rows, groups, act, thr)]  # fmt: skip
+    # the kernel computes in float64 whatever the data's dtype: its rounding is float64's
+    project_rows(*np_[:8], np_[8], float(tol), int(max_steps), float(torch.finfo(torch.float64).eps),
+                 kept.values.numpy(), kept.points.numpy(), kept.valid.numpy(), kept.factors.numpy(),
+                 kept.factor_of.numpy(), u.numpy(), out_act.numpy(), done.numpy(), below.numpy())  # fmt: skip
+    return ConeProjection(u=u, active=out_act, done=done, below=below, normals=None, gram_inv=None)

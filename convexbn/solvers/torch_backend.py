@@ -323,6 +323,7 @@ def solve_torch(
     callback=None,
     finish_dtype="auto",
     memory_limit: int | None = 64 * 2**20,
+    projection: str = "auto",
 ):
     """Solve ``problem`` in torch: FISTA (gated); ADMM or augmented Lagrangian + FISTA (exact).
 
@@ -397,6 +398,11 @@ def solve_torch(
         in blocks of samples and of groups (default 64 MiB, measured fastest of 16 MiB to 1 GiB on 2 CPU
         cores at n = 20000, P = 1000; None: one block each). The state the method keeps (the basis, the
         mask, the iterates, the kept factors) is not counted.
+    projection : {"auto", "torch", "numba"}
+        ``"fista"`` only: the cone projections' implementation
+        (:func:`convexbn.solvers.cone_projection.project_cones`). ``"auto"`` takes the compiled numba
+        kernel on the CPU when numba is installed (``pip install convexbn[numba]``; several times faster
+        there, docs/solvers.md), else the batched torch one (the GPU path).
     callback : callable, optional
         ``callback(n_iter, W_pos, W_neg)`` with numpy copies of the current point, every 10 iterations
         (ADMM: at every convergence check); returning True stops the solve there with status
@@ -435,6 +441,7 @@ def solve_torch(
             problem, device=device, dtype=dtype, max_iter=max_iter, tol=tol, warm_start=warm_start,
             checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
             verbose=verbose, callback=callback, finish_dtype=finish_dtype, memory_limit=memory_limit,
+            projection=projection,
         )  # fmt: skip
     if problem.formulation == "exact" and method == "admm":
         from .torch_admm import solve_admm

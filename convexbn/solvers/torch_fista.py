@@ -30,11 +30,14 @@ square root of the objective's), so by default a float32 solve whose gap stalls 
 float64 from where it is (``finish_dtype``); only the float64 checks' bounds certify the result.
 
 Smooth losses only (squared, logistic, cross-entropy); the hinge loss goes to ADMM. Memory: the basis
-``n k``, the mask and its signs ``2 n P``, the projections' kept factors ``2 (2 C P) k^2`` (normals and
-inverse Gram matrices, kept only while they fit in 512 MiB; past that every projection refactors its
+``n k``, the mask and its signs ``2 n P``, the torch projections' kept factors ``2 (2 C P) k^2`` (normals
+and inverse Gram matrices, kept only while they fit in 512 MiB; past that every projection refactors its
 active set), and temporaries bounded by ``memory_limit``: the products run over blocks of samples (about
-three ``(C, block, P)`` temporaries) and the projections over blocks of groups (about five ``(block, n)``
-temporaries for their violation checks), sized to fit (:class:`_ExactMaps`).
+three ``(C, block, P)`` temporaries) and the torch projections over blocks of groups (about five ``(block,
+n)`` temporaries for their violation checks), sized to fit (:class:`_ExactMaps`). The numba projections
+(the CPU default when numba is installed) keep instead two copies of the basis and, while they fit in 512
+MiB, ``2 C P (n + k^2 + 2 k)`` float64 (:class:`~convexbn.solvers.cone_projection.ProjectionMemory`); their
+temporaries are ``O(n)`` per thread.
 """
 
 from __future__ import annotations
@@ -45,7 +48,15 @@ import os
 import torch
 
 from ..problem import SolverError
-from .cone_projection import ConeProjection, _gather_normals, _padded_gram_inverse, project_cones
+from .cone_projection import (
+    ConeProjection,
+    NumbaBasis,
+    ProjectionMemory,
+    _gather_normals,
+    _padded_gram_inverse,
+    project_cones,
+    resolve_projection_backend,
+)
 from .torch_backend import (
     finished_groups,
     load_checkpoint,
@@ -62,11 +73,20 @@ class _ExactMaps:
 
     The products run over blocks of ``sample_block`` samples (about three ``(C, block, P)`` temporaries)
     and the projections over blocks of ``group_block`` groups (about five ``(block, n)`` temporaries), both
-    sized so that those temporaries stay within ``memory_limit`` bytes (None: one block each).
+    sized so that those temporaries stay within ``memory_limit`` bytes (None: one block each). With the
+    numba projection (``projection``, see :func:`project_cones`) the groups go in one call (its memory is
+    ``O(n)`` per thread) and the kernel reads a contiguous copy of ``U'^T`` kept here.
     """
 
-    def __init__(self, problem, device, dtype, memory_limit: int | None = None):
+    def __init__(self, problem, device, dtype, memory_limit: int | None = None, projection: str = "auto"):
         self.Up = torch.as_tensor(problem.Uprime, device=device, dtype=dtype)
+        self.projection = resolve_projection_backend(projection, device)
+        self.numba_basis = NumbaBasis.of(self.Up) if self.projection == "numba" else None
+        # what the numba kernel keeps of each group's last prox, while it fits in 512 MiB
+        n_groups = 2 * problem.n_outputs * problem.n_patterns
+        fits = n_groups * ProjectionMemory.bytes_per_group(*self.Up.shape) <= 512 * 2**20
+        self.kept = (ProjectionMemory.empty(n_groups, *self.Up.shape)
+                     if self.projection == "numba" and fits else None)  # fmt: skip
         self.mask = torch.as_tensor(problem.mask, device=device, dtype=dtype)
         self.Y = torch.as_tensor(problem.Y, device=device, dtype=dtype)
         self.loss = problem.loss
@@ -117,13 +137,18 @@ class _ExactMaps:
         R = self.loss.torch_grad(F, self.Y)
         return self.value(F), self.adjoint(R), R
 
-    def project(self, a, rows, active, threshold, factors):
+    def project(self, a, rows, active, threshold, factors, kept=None):
         """:func:`project_cones` of the rows ``a`` (groups ``rows``), block by block; the results
-        concatenated in a :class:`ConeProjection`."""
+        concatenated in a :class:`ConeProjection`. ``kept``: the numba kernel's memory of the
+        groups' last projections (:class:`ProjectionMemory`)."""
         b = self.group_block
+        if self.projection == "numba":
+            return project_cones(a, self.Up, self.pattern_signs, active, threshold,
+                                 patterns=rows % self.n_patterns, backend="numba", basis=self.numba_basis,
+                                 kept=kept, groups=rows)  # fmt: skip
         if len(rows) <= b:
             return project_cones(a, self.Up, self.pattern_signs, active, threshold, factors=factors,
-                                 patterns=rows % self.n_patterns)  # fmt: skip
+                                 patterns=rows % self.n_patterns, backend=self.projection)  # fmt: skip
         parts = []
         for i in range(0, len(rows), b):
             sl = slice(i, i + b)
@@ -132,7 +157,8 @@ class _ExactMaps:
             part_thresh = threshold[sl] if torch.is_tensor(threshold) else threshold  # per row or one
             part_patterns = rows[sl] % self.n_patterns
             parts.append(project_cones(a[sl], self.Up, self.pattern_signs, part_active, part_thresh,
-                                       factors=part_factors, patterns=part_patterns))  # fmt: skip
+                                       factors=part_factors, patterns=part_patterns,
+                                       backend=self.projection))  # fmt: skip
         return ConeProjection(*(torch.cat(fields) for fields in zip(*parts, strict=True)))
 
 
@@ -149,9 +175,9 @@ def _prox(maps, V, step, beta, faces, factors=None):
     rows = torch.where(flat.norm(dim=1) > thresh)[0]
     if rows.numel():
         cached = None if factors is None else (factors[0][rows], factors[1][rows])
-        res = maps.project(flat[rows], rows, faces[rows], thresh, cached)
+        res = maps.project(flat[rows], rows, faces[rows], thresh, cached, maps.kept)
         faces[rows] = res.active
-        if factors is not None:
+        if factors is not None and res.normals is not None:
             factors[0][rows], factors[1][rows] = res.normals, res.gram_inv
         norms = res.u.norm(dim=1, keepdim=True)
         shrunk = res.u * (1 - thresh / norms.clamp_min(torch.finfo(V.dtype).tiny)).clamp_min(0)
@@ -205,6 +231,7 @@ def solve_fista(
     callback=None,
     finish_dtype="auto",
     memory_limit: int | None = 64 * 2**20,
+    projection: str = "auto",
 ):
     """FISTA with the exact prox on program (4) (module docstring). Returns the raw result dict.
 
@@ -221,6 +248,9 @@ def solve_fista(
 
     ``memory_limit`` (bytes, None: no limit): the products and the projections run in blocks of samples
     and of groups whose temporaries fit in it (:class:`_ExactMaps`).
+
+    ``projection``: the cone projections' implementation, ``"auto"`` (numba on the CPU when installed,
+    else torch), ``"torch"`` or ``"numba"`` (:func:`convexbn.solvers.cone_projection.project_cones`).
     """
     if not problem.loss.smooth:
         raise ValueError(f"method='fista' needs a smooth loss; use method='admm' for {problem.loss.name!r}")
@@ -233,7 +263,7 @@ def solve_fista(
         raise ValueError(f"finish_dtype must be 'auto', None or float64, got {finish_dtype!r}")
     if finish_dtype == dtype:
         finish_dtype = None
-    maps = _ExactMaps(problem, dev, dtype, memory_limit)
+    maps = _ExactMaps(problem, dev, dtype, memory_limit, projection)
     C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
     beta = float(problem.beta)
     shape = (2, C, P, k)
@@ -246,7 +276,8 @@ def solve_fista(
     if state is None:
         X = torch.zeros(shape, device=dev, dtype=dtype)
         faces = torch.full((2 * C * P, k), -1, dtype=torch.long, device=dev)
-        factors = _new_factors(2 * C * P, k, dtype, dev)
+        # the torch projections' warm-start factors (the numba kernel keeps none)
+        factors = _new_factors(2 * C * P, k, dtype, dev) if maps.projection == "torch" else None
         if warm_start is not None:
             Wp, Wn = warm_start_arrays(warm_start)
             X0 = torch.stack([torch.as_tensor(Wp, dtype=dtype), torch.as_tensor(Wn, dtype=dtype)]).to(dev)
@@ -256,7 +287,7 @@ def solve_fista(
                  "factors": factors, "prev_obj": math.inf, "history": [], "gap": math.inf,
                  "finish_at": None, "bounds_from": 0}  # fmt: skip
     if state.get("finish_at") is not None:  # resumed after the switch to finish_dtype
-        maps = _ExactMaps(problem, dev, state["X"].dtype, memory_limit)
+        maps = _ExactMaps(problem, dev, state["X"].dtype, memory_limit, projection)
 
     def save():
         if checkpoint is not None:
@@ -321,7 +352,7 @@ def solve_fista(
                     and _precision_stalled(state["history"], X.dtype, tol)):  # fmt: skip
                 # go on in finish_dtype from here (momentum kept); the kept factors are rebuilt
                 # from the full-precision rows of U' (cast ones would hold float32-rounded normals)
-                maps = _ExactMaps(problem, dev, finish_dtype, memory_limit)
+                maps = _ExactMaps(problem, dev, finish_dtype, memory_limit, projection)
                 X, X_prev = X.to(finish_dtype), X_prev.to(finish_dtype)
                 F, F_prev = maps.predict(X), maps.predict(X_prev)
                 if factors is not None:
