@@ -100,14 +100,16 @@ def run_pyscnn(problem, arr, y, beta, options):
             "options": options}  # fmt: skip
 
 
-def load_projection(projection: str) -> tuple[str, float]:
-    """The projection backend ``projection`` stands for here, and the seconds its first call took."""
+def load_projection(projection: str, dtypes=(torch.float64,)) -> tuple[str, float]:
+    """The projection backend ``projection`` stands for here, and the seconds its first calls took (one
+    per dtype: numba compiles, or loads from its cache, one version of its kernel per dtype)."""
     from convexbn.solvers.cone_projection import project_cones, resolve_projection_backend
 
     backend = resolve_projection_backend(projection, "cpu")
-    a, U = torch.ones((2, 3), dtype=torch.float64), torch.eye(3, dtype=torch.float64)
     start = time.perf_counter()
-    project_cones(a, U, torch.ones((2, 3), dtype=torch.float64), backend=backend)
+    for dtype in dtypes:
+        a, U = torch.ones((2, 3), dtype=dtype), torch.eye(3, dtype=dtype)
+        project_cones(a, U, torch.ones((2, 3), dtype=dtype), backend=backend)
     return backend, time.perf_counter() - start
 
 
