@@ -2,6 +2,7 @@
 squares, and the two implementations against each other."""
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -257,3 +258,28 @@ def test_projection_backend_choice_and_errors(monkeypatch):
             project_cones(a, T(Up), T(signs), backend="numba", patterns=torch.tensor([0, 1, 2, len(signs)]))
         with pytest.raises(ValueError, match="groups holds indices outside"):
             project_cones(a, T(Up), T(signs), backend="numba", kept=memory, groups=torch.tensor([0, 1, 2, 4]))
+
+
+def _project_in_child(queue, a, Up, signs):
+    res = project_cones(torch.as_tensor(a), torch.as_tensor(Up), torch.as_tensor(signs), backend="numba")
+    queue.put(res.u.numpy())
+
+
+@NEEDS_NUMBA
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_numba_projection_in_a_forked_child():
+    # numba's OpenMP layer terminates a forked child that starts a parallel loop its parent started; the
+    # child runs the one-thread kernel instead, with the same results
+    import multiprocessing
+
+    Up, signs, rng = _cones(seed=6)
+    a = rng.standard_normal((signs.shape[0], Up.shape[1]))
+    parent = project_cones(torch.as_tensor(a), torch.as_tensor(Up), torch.as_tensor(signs), backend="numba")
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_project_in_child, args=(queue, a, Up, signs))
+    child.start()
+    u = queue.get(timeout=60)
+    child.join(60)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(u, parent.u.numpy())

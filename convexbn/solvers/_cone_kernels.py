@@ -296,10 +296,46 @@ def _project_row(a, Up, UpT, row_norms, sg, act, thr, tol, max_steps, eps, v_ref
     return done, below
 
 
+@njit(cache=True)
+def _project_chunk(chunk, n_chunks, a, Up, UpT, row_norms, signs, patterns, groups, active, threshold, tol,
+                   max_steps, eps, V_ref, U_ref, has_ref, factors, factor_of, u, out_act, done, below,
+                   work, idx, local_v, local_u, local_flag, local_L, local_of):  # fmt: skip
+    """Rows ``chunk, chunk + n_chunks, ...`` of :func:`project_rows`, with that chunk's scratch."""
+    B = a.shape[0]
+    keep = V_ref.shape[0] > 0
+    for b in range(chunk, B, n_chunks):
+        if keep:
+            g = groups[b]
+            v_ref, u_ref, flag, L, L_of = V_ref[g], U_ref[g], has_ref[g : g + 1], factors[g], factor_of[g]
+        else:  # kept for this row only
+            v_ref, u_ref, flag, L, L_of = local_v, local_u, local_flag, local_L, local_of
+            flag[0] = False
+            L_of[0] = -2
+        d, w = _project_row(a[b], Up, UpT, row_norms, signs[patterns[b]], active[b], threshold[b], tol,
+                            max_steps, eps, v_ref, u_ref, flag, L, L_of, work, idx, u[b],
+                            out_act[b])  # fmt: skip
+        done[b] = d
+        below[b] = w
+
+
+@njit(cache=True)
+def _scratch(n_chunks, n, k, keep):
+    """Per-chunk scratch of :func:`project_rows` (allocated before the parallel loop: numba may hoist an
+    allocation out of a prange body and share it between threads)."""
+    works = np.zeros((n_chunks, k + 6, k), dtype=np.float64)
+    idxs = np.empty((n_chunks, k), dtype=np.int64)
+    local_v = np.empty((n_chunks, 0 if keep else n), dtype=np.float64)  # unused when the values are kept
+    local_u = np.empty((n_chunks, k), dtype=np.float64)
+    local_flag = np.zeros((n_chunks, 1), dtype=np.bool_)
+    local_L = np.zeros((n_chunks, k, k), dtype=np.float64)
+    local_of = np.full((n_chunks, k), -2, dtype=np.int64)
+    return works, idxs, local_v, local_u, local_flag, local_L, local_of
+
+
 @njit(cache=True, parallel=True)
 def project_rows(a, Up, UpT, row_norms, signs, patterns, groups, active, threshold, tol, max_steps, eps,
                  V_ref, U_ref, has_ref, factors, factor_of, u, out_act, done, below):  # fmt: skip
-    """Project each row ``a[b]`` onto ``{x : signs[patterns[b]] * (Up @ x) >= 0}``.
+    """Project each row ``a[b]`` onto ``{x : signs[patterns[b]] * (Up @ x) >= 0}``, rows in parallel.
 
     Shapes: ``a`` (B, k), ``Up`` (n, k) and ``UpT`` (k, n) (both contiguous), ``row_norms`` (n,) (of
     ``Up``), ``signs`` (S, n), ``patterns`` (B,), ``active`` (B, k) (warm starts, -1 padded),
@@ -312,31 +348,21 @@ def project_rows(a, Up, UpT, row_norms, signs, patterns, groups, active, thresho
     -2``: none). Row ``b`` uses group ``groups[b]`` (distinct), and these are carried from call to call.
     With ``G = 0`` each row keeps them for its own call only.
     """
-    n = Up.shape[0]
-    k = Up.shape[1]
-    B = a.shape[0]
-    keep = V_ref.shape[0] > 0
-    n_chunks = min(B, 64)
-    # scratch per chunk of rows, allocated here (numba may hoist an allocation out of a prange body)
-    works = np.zeros((n_chunks, k + 6, k), dtype=np.float64)
-    idxs = np.empty((n_chunks, k), dtype=np.int64)
-    local_v = np.empty((n_chunks if not keep else 0, n), dtype=np.float64)
-    local_u = np.empty((n_chunks, k), dtype=np.float64)
-    local_flag = np.zeros((n_chunks, 1), dtype=np.bool_)
-    local_L = np.zeros((n_chunks, k, k), dtype=np.float64)
-    local_of = np.full((n_chunks, k), -2, dtype=np.int64)
+    n_chunks = min(a.shape[0], 64)
+    works, idxs, lv, lu, lf, lL, lo = _scratch(n_chunks, Up.shape[0], Up.shape[1], V_ref.shape[0] > 0)
     for chunk in prange(n_chunks):
-        for b in range(chunk, B, n_chunks):
-            if keep:
-                g = groups[b]
-                v_ref, u_ref, flag, L, L_of = V_ref[g], U_ref[g], has_ref[g : g + 1], factors[g], factor_of[g]
-            else:  # kept for this row only
-                v_ref, u_ref, flag, L, L_of = (local_v[chunk], local_u[chunk], local_flag[chunk],
-                                               local_L[chunk], local_of[chunk])  # fmt: skip
-                flag[0] = False
-                L_of[0] = -2
-            d, w = _project_row(a[b], Up, UpT, row_norms, signs[patterns[b]], active[b], threshold[b], tol,
-                                max_steps, eps, v_ref, u_ref, flag, L, L_of, works[chunk], idxs[chunk], u[b],
-                                out_act[b])  # fmt: skip
-            done[b] = d
-            below[b] = w
+        _project_chunk(chunk, n_chunks, a, Up, UpT, row_norms, signs, patterns, groups, active, threshold,
+                       tol, max_steps, eps, V_ref, U_ref, has_ref, factors, factor_of, u, out_act, done,
+                       below, works[chunk], idxs[chunk], lv[chunk], lu[chunk], lf[chunk], lL[chunk],
+                       lo[chunk])  # fmt: skip
+
+
+@njit(cache=True)
+def project_rows_serial(a, Up, UpT, row_norms, signs, patterns, groups, active, threshold, tol, max_steps,
+                        eps, V_ref, U_ref, has_ref, factors, factor_of, u, out_act, done, below):  # fmt: skip
+    """:func:`project_rows` on one thread: for a process forked from one that ran the parallel version
+    (numba's OpenMP threading layer terminates such a child when it starts a parallel loop)."""
+    works, idxs, lv, lu, lf, lL, lo = _scratch(1, Up.shape[0], Up.shape[1], V_ref.shape[0] > 0)
+    _project_chunk(0, 1, a, Up, UpT, row_norms, signs, patterns, groups, active, threshold, tol, max_steps,
+                   eps, V_ref, U_ref, has_ref, factors, factor_of, u, out_act, done, below, works[0], idxs[0],
+                   lv[0], lu[0], lf[0], lL[0], lo[0])  # fmt: skip

@@ -45,6 +45,7 @@ Two implementations of the same method (``backend``):
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import NamedTuple
 
 import torch
@@ -52,6 +53,7 @@ import torch
 __all__ = ["ConeProjection", "ProjectionMemory", "NumbaBasis", "project_cones", "resolve_projection_backend"]
 
 PROJECTION_BACKENDS = ("auto", "torch", "numba")
+_PARALLEL_PID: int | None = None  # the process that first ran the parallel numba kernel
 
 
 def resolve_projection_backend(backend: str, device: torch.device | str) -> str:
@@ -400,7 +402,15 @@ def _check_range(name: str, index: torch.Tensor, low: int, high: int) -> None:
 def _project_cones_numba(a, Uprime, signs, active, threshold, patterns, tol, max_steps, basis=None,
                          kept=None, groups=None) -> ConeProjection:  # fmt: skip
     """:func:`project_cones` by the compiled kernel (CPU tensors; arguments as there, already defaulted)."""
-    from ._cone_kernels import project_rows
+    from . import _cone_kernels
+
+    global _PARALLEL_PID
+    # numba's OpenMP layer terminates a forked child that starts a parallel loop its parent had started:
+    # such a child runs the one-thread version
+    if _PARALLEL_PID is None:
+        _PARALLEL_PID = os.getpid()
+    forked = os.getpid() != _PARALLEL_PID
+    project_rows = _cone_kernels.project_rows_serial if forked else _cone_kernels.project_rows
 
     B, k = a.shape
     n = Uprime.shape[0]
