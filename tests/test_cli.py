@@ -136,6 +136,11 @@ def test_solver_not_installed_is_one_line(monkeypatch, capsys):
 def test_solvers_command():
     res = _run("solvers")
     assert res.returncode == 0 and "clarabel" in res.stdout and "torch" in res.stdout
+    # the torch line names its devices and which cone projections it runs on the CPU
+    torch_line = next(line for line in res.stdout.splitlines() if line.startswith("torch"))
+    assert "CPU" in torch_line
+    numba = __import__("importlib.util").util.find_spec("numba") is not None
+    assert ("numba cone projections" in torch_line) == numba
 
 
 def test_load_dataset_paths(tmp_path):

@@ -53,5 +53,19 @@ def available_solvers() -> dict[str, str]:
         "mosek": "available" if ok else reason,
         "scs": "available" if "SCS" in installed else "scs is not installed (pip install scs)",
         "closed_form": "available (squared loss, overparameterized data only)",
-        "torch": "available",
+        "torch": _torch_status(),
     }
+
+
+def _torch_status() -> str:
+    """The torch solver's devices here and its CPU cone projections (numba when installed)."""
+    import importlib.util
+
+    import torch
+
+    devices = "CPU and CUDA" if torch.cuda.is_available() else "CPU (no CUDA device)"
+    if importlib.util.find_spec("numba") is not None:
+        projections = "numba cone projections on the CPU"
+    else:
+        projections = "torch cone projections (pip install 'convexbn[numba]' for the faster CPU kernel)"
+    return f"available: {devices}; {projections}"
