@@ -283,3 +283,18 @@ def test_numba_projection_in_a_forked_child():
     child.join(60)
     assert child.exitcode == 0
     np.testing.assert_array_equal(u, parent.u.numpy())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_degenerate_cones_with_k_active_constraints(backend):
+    # a cone that is {0} (row 0) and a point whose projection is the apex (row 1): k constraints end
+    # active, and the method must not try to add one more
+    Up = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, -1.0]])
+    signs = np.array([[1.0, 1.0, -1.0, 1.0], [1.0, -1.0, 1.0, 1.0]])
+    a = np.array([[0.3, 0.7], [-1.0, 2.0]])
+    T = lambda x: torch.as_tensor(x, dtype=torch.float64)  # noqa: E731
+    res = project_cones(T(a), T(Up), T(signs), backend=backend)
+    assert bool(res.done.all())
+    for b in range(2):
+        np.testing.assert_allclose(res.u[b].numpy(), _reference(a[b], Up, signs[b]), atol=1e-12)
+    assert ((res.active >= 0).sum(1) == 2).all()

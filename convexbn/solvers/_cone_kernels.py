@@ -241,7 +241,8 @@ def _project_row(a, Up, UpT, row_norms, sg, act, thr, tol, max_steps, eps, v_ref
             zz = 0.0
             for q in range(k):
                 zz += z[q] * sg[c] * Up[c, q]
-            has_z = zz > 1e3 * eps * max(nc_sq, 1e-300)
+            # (k active normals span R^k: no room for another, whatever the rounding of z says)
+            has_z = m < k and zz > 1e3 * eps * max(nc_sq, 1e-300)
             t_full = -vc / zz if has_z else np.inf
             t_part = np.inf
             jb = -1

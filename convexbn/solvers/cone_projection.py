@@ -34,10 +34,12 @@ Two implementations of the same method (``backend``):
   factors ``2 B k^2`` floats.
 * ``"numba"`` (CPU; needs the optional numba, ``pip install convexbn[numba]``): a compiled kernel,
   :mod:`convexbn.solvers._cone_kernels`, projects row by row, rows in parallel, so a row's steps cost
-  only their ``O(n k)`` arithmetic. It refactors the active Gram matrix at each step (``O(k^3)``, below the
-  ``O(n k)`` check for ``k^2 < n``) and keeps no factors between calls (``normals`` and ``gram_inv`` of
-  its result are None); memory ``O(n)`` per thread. The first call compiles it (seconds; cached on disk
-  for later processes).
+  only their arithmetic. Its arithmetic is float64 whatever the dtype. It keeps the active normals'
+  Gram matrix as a Cholesky factor (extended in ``O(m k)`` when a constraint joins), and, given a
+  :class:`ProjectionMemory`, carries that factor and the constraint values of each group's last point
+  from call to call: a check near that point evaluates only the constraints a distance bound cannot
+  clear (the same result bit for bit). ``normals`` and ``gram_inv`` of its result are None; temporaries
+  ``O(n)`` per thread. The first call compiles it (seconds; cached on disk for later processes).
 
 ``backend="auto"`` takes numba for CPU tensors when it is installed, else torch.
 """

@@ -74,8 +74,9 @@ class _ExactMaps:
     The products run over blocks of ``sample_block`` samples (about three ``(C, block, P)`` temporaries)
     and the projections over blocks of ``group_block`` groups (about five ``(block, n)`` temporaries), both
     sized so that those temporaries stay within ``memory_limit`` bytes (None: one block each). With the
-    numba projection (``projection``, see :func:`project_cones`) the groups go in one call (its memory is
-    ``O(n)`` per thread) and the kernel reads a contiguous copy of ``U'^T`` kept here.
+    numba projection (``projection``, see :func:`project_cones`) the groups go in one call (its temporaries
+    are ``O(n)`` per thread); the kernel's layout of the basis (:class:`NumbaBasis`) and its memory of the
+    groups' last prox (:class:`ProjectionMemory`, while it fits in 512 MiB) are kept here.
     """
 
     def __init__(self, problem, device, dtype, memory_limit: int | None = None, projection: str = "auto"):
