@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 # set before scipy is first imported: lets sklearn's check_array_api_input run (test_estimator_checks.py)
@@ -67,3 +68,8 @@ def dataset(request):
 def to_pm1(y):
     """Binary +-1 targets from any 1-D target (sign around the median)."""
     return np.where(y > np.median(y), 1.0, -1.0)
+
+
+# the optional numba (the compiled cone projections): its tests skip without it; CI installs it ([test])
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
+NEEDS_NUMBA = pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import HAS_NUMBA
 
 from convexbn.cli import main
 from convexbn.data import load_dataset
@@ -139,8 +140,7 @@ def test_solvers_command():
     # the torch line names its devices and which cone projections it runs on the CPU
     torch_line = next(line for line in res.stdout.splitlines() if line.startswith("torch"))
     assert "CPU" in torch_line
-    numba = __import__("importlib.util").util.find_spec("numba") is not None
-    assert ("numba cone projections" in torch_line) == numba
+    assert ("numba cone projections" in torch_line) == HAS_NUMBA
 
 
 def test_load_dataset_paths(tmp_path):

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import HAS_NUMBA, NEEDS_NUMBA
 
 from convexbn import bn_basis, sample_arrangements
 from convexbn.certificate import cone_max
@@ -17,8 +18,6 @@ from convexbn.solvers.cone_projection import (
     resolve_projection_backend,
 )
 
-HAS_NUMBA = importlib.util.find_spec("numba") is not None
-NEEDS_NUMBA = pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
 BACKENDS = ["torch", pytest.param("numba", marks=NEEDS_NUMBA)]
 
 

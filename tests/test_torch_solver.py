@@ -1,11 +1,9 @@
 """The torch first-order solver against cvxpy + Clarabel, feasibility, checkpoint/resume, dtypes."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
-from conftest import DATASETS, to_pm1
+from conftest import DATASETS, NEEDS_NUMBA, to_pm1
 
 from convexbn import ConvexBNProblem, SolverWarning, bn_basis, recover_network, sample_arrangements
 
@@ -381,9 +379,6 @@ def test_fista_line_search_ends_where_the_step_is_zero():
     ref = problem.solve("clarabel")
     assert sol.objective == pytest.approx(ref.objective, rel=1e-6)
     assert sol.constraint_violation <= 1e-12
-
-
-NEEDS_NUMBA = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba not installed")
 
 
 @NEEDS_NUMBA
