@@ -42,7 +42,7 @@ from .problem import ConvexBNProblem, ConvexBNSolution, SolverError, SolverWarni
 from .recovery import recover_network
 from .solvers import available_solvers
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "Arrangements",

@@ -28,7 +28,7 @@ from scipy.optimize import lsq_linear
 
 from .arrangements import Arrangements
 
-__all__ = ["Certificate", "certify", "certify_network", "cone_max"]
+__all__ = ["Certificate", "certify", "certify_network", "cone_max", "pattern_dual_values"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,32 @@ def dual_values(Uprime: np.ndarray, mask: np.ndarray, lam: np.ndarray) -> np.nda
             a = a_all[:, c]
             out[c, i] = max(cone_max(a, A), cone_max(-a, A))
     return out
+
+
+def pattern_dual_values(Uprime: np.ndarray, mask: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """``max |lambda_c^T D_i U' u|`` over each pattern's cone and the unit ball, shape (C, P).
+
+    The batched counterpart of :func:`dual_values` (docs/math.md section 6): one
+    call of :func:`convexbn.solvers.cone_projection.project_cones` for every pattern, sign and output.
+    """
+    import torch
+
+    from .solvers.cone_projection import project_cones  # (torch and numba: imported on first use)
+
+    lam = np.asarray(lam, dtype=np.float64).reshape(Uprime.shape[0], -1)
+    C, P = lam.shape[1], mask.shape[1]
+    if P == 0:
+        return np.zeros((C, 0))
+    A = np.einsum("np,nc,nk->cpk", mask.astype(np.float64), lam, Uprime)  # U'^T D_i lambda_c
+    a = np.concatenate([A, -A], axis=1).reshape(-1, Uprime.shape[1])  # (C * 2P, k)
+    patterns = np.tile(np.arange(P), 2 * C)
+    signs = np.where(mask, 1.0, -1.0).T
+    res = project_cones(
+        torch.as_tensor(a), torch.as_tensor(Uprime), torch.as_tensor(signs),
+        patterns=torch.as_tensor(patterns), backend="auto",
+    )  # fmt: skip
+    values = res.u.norm(dim=1).numpy().reshape(C, 2, P)
+    return values.max(axis=1)
 
 
 def certify(solution, arrangements: Arrangements | None = None, *, tol: float = 1e-4) -> Certificate:

@@ -32,6 +32,7 @@ import numpy as np
 __all__ = ["build_parser", "main"]
 
 LOSSES = ("auto", "squared", "logistic", "hinge", "cross_entropy")
+ARRANGEMENT_METHODS = ("auto", "search", "sample", "enumerate")
 SOLVERS = ("auto", "cvxpy", "clarabel", "mosek", "scs", "torch", "closed-form")
 
 
@@ -39,28 +40,52 @@ class UserError(Exception):
     """An error the user can fix: printed as one line, exit status 2."""
 
 
-#: ``--solver auto`` uses Clarabel up to this many cone rows (2 n P) for the exponential-cone losses
-#: (logistic, cross-entropy) and the hinge loss, where it is slow and often inaccurate beyond; the
-#: squared loss keeps the estimators' limit.
-AUTO_CVXPY_MAX_ROWS_NONSQUARED = 20_000
+def _solver_options(args) -> dict:
+    """The torch solver's options from the command line (the fit core passes them to it only; no progress
+    bars: a search solves one program per round)."""
+    if args.device != "cpu" and args.solver not in ("auto", "torch"):
+        raise UserError(f"--device {args.device} applies to the torch solver only (--solver {args.solver})")
+    return {"device": args.device}
 
 
-def _pick_solver(problem, requested: str) -> str:
-    from .estimators import _choose_solver
+def _beta(value: str):
+    """``--beta``: a positive number or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or 'auto', got {value!r}") from None
 
-    solver = _choose_solver(problem, requested)
-    rows = 2 * problem.n_samples * problem.n_patterns
-    if requested == "auto" and solver == "clarabel" and problem.loss.name != "squared":
-        return "clarabel" if rows <= AUTO_CVXPY_MAX_ROWS_NONSQUARED else "torch"
-    return solver
+
+def _count(value: str):
+    """``--arrangements``: a positive count or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or 'auto', got {value!r}") from None
 
 
-def _solver_options(solver: str, args) -> dict:
-    if solver == "torch":
-        return {"device": args.device, "progress": not args.quiet}
-    if args.device != "cpu":
-        raise UserError(f"--device {args.device} applies to the torch solver only (the solver is {solver})")
-    return {}
+def _search_options(args):
+    from .fit import SearchOptions
+
+    return SearchOptions(rounds=args.rounds, time_limit=args.time_limit)
+
+
+def _bounds_report(fit) -> dict:
+    """The fit's distance to the global optimum, as ``solve`` / ``compare`` report it."""
+    return {
+        "arrangements_method": fit.method,
+        "lower_bound": fit.lower_bound,
+        "relative_gap": fit.gap,
+        "estimated_lower_bound": fit.estimated_lower_bound,
+        "estimated_gap": fit.estimated_gap,
+        "dual_ratio": fit.dual_ratio,
+        "certified": bool(fit.certified),
+        "global": bool(all(p.solution.arrangements.exact for p in fit.programs)),
+    }
 
 
 def _load(args):
@@ -109,62 +134,46 @@ def _quality(F: np.ndarray, y: np.ndarray, classes) -> dict:
 
 # ------------------------------------------------------------------------------------------------ solve
 def _solve(args) -> dict:
-    from . import ConvexBNProblem, bn_basis, recover_network
-    from .arrangements import make_arrangements
     from .data import encode_task
+    from .fit import fit_convex_bn
     from .persistence import save_network
 
     dataset = _load(args)
     loss, y, classes = encode_task(dataset, args.loss)
     X = dataset.X
-    from .implicit_reg import filtered_basis, implicit_objective, spectral_filter
-
-    implicit = spectral_filter(args.implicit_reg)
-    basis = bn_basis(X)
-    kept, _ = filtered_basis(basis, implicit)
-    arrangements = make_arrangements(kept, args.arrangements, random_state=args.seed)
-    problem = ConvexBNProblem(basis, arrangements, y, beta=args.beta, loss=loss, implicit_reg=implicit)
-    solver = _pick_solver(problem, args.solver.replace("-", "_"))
-    options = _solver_options(solver, args)
-    start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        solution = problem.solve(solver, **options)
-    elapsed = time.perf_counter() - start
-    network = recover_network(solution)
-    # with a spectral filter the convex objective is the filter's weighted objective of the network
-    if implicit.is_identity:
-        forward = network.objective(X, y)
-    else:
-        forward = implicit_objective(network, X, y, basis, implicit)
-    gap = abs(forward - solution.objective) / max(abs(solution.objective), 1e-12)
-    certificate = problem.certificate(solution)
+        fit = fit_convex_bn(
+            X, [y], args.beta, loss=loss, arrangements=args.patterns, n_arrangements=args.arrangements,
+            search=_search_options(args), solver=args.solver.replace("-", "_"),
+            solver_options=_solver_options(args), implicit_reg=args.implicit_reg, random_state=args.seed,
+            owner="convexbn solve",
+        )  # fmt: skip
+    (program,) = fit.programs
+    solution, network = program.solution, fit.network
     F = network.forward(X, training=False)
     quality = {f"train_{k}" if k == "accuracy" else k: v for k, v in _quality(F, y, classes).items()}
     report = {
         "data": dataset.source,
         "n_samples": int(X.shape[0]),
         "n_features": int(X.shape[1]),
-        "rank": basis.rank,
+        "rank": fit.basis.rank,
         "loss": loss,
-        "beta": args.beta,
-        "implicit_reg": str(implicit),
-        "arrangements": arrangements.n_patterns,
-        "exact_arrangements": bool(arrangements.exact),
+        "beta": fit.beta,
+        "beta_requested": args.beta,
+        "implicit_reg": str(solution.problem.implicit_reg),
+        "arrangements": solution.arrangements.n_patterns,
+        "exact_arrangements": bool(solution.arrangements.exact),
         "solver": solution.solver,
         "status": solution.status,
         "objective": solution.objective,
-        "forward_objective": forward,
-        "equivalence_gap": gap,
+        "forward_objective": program.bounds["forward_objective"],
+        "equivalence_gap": program.bounds["equivalence_gap"],
         "constraint_violation": solution.constraint_violation,
         "n_neurons": network.n_neurons,
-        "solve_time_s": elapsed,
-        "certificate": {
-            "lower_bound": certificate.lower_bound,
-            "relative_gap": certificate.relative_gap,
-            "certified": bool(certificate.certified),
-            "global": bool(certificate.exact),
-        },
+        "solve_time_s": fit.seconds,
+        "rounds": fit.history,
+        "certificate": _bounds_report(fit),
         **quality,
         "classes": None if classes is None else [str(c) for c in classes],
         "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
@@ -193,20 +202,42 @@ def _plot_fit(F, y, classes, report, path) -> None:
     plt.close(fig)
 
 
+def _bound_lines(cert: dict, patterns: int) -> list:
+    """How far the fit may be from the global optimum, in words."""
+    if cert["global"]:
+        scope = "all patterns enumerated (global optimum)"
+    else:
+        scope = f"universal bound; {patterns} patterns ({cert['arrangements_method']})"
+    lines = [
+        f"bound       certified lower bound {cert['lower_bound']:.10g}, relative gap "
+        f"{cert['relative_gap']:.1e} ({scope})"
+        + (", CERTIFIED" if cert["certified"] else ""),
+    ]
+    if not cert["global"]:
+        lines.append(
+            f"search      largest dual value / beta {cert['dual_ratio']:.4g}; estimated bound "
+            f"{cert['estimated_lower_bound']:.10g}, gap {cert['estimated_gap']:.1e} (if no pattern is more "
+            "violated than the oracle found)"
+        )
+    return lines
+
+
 def _print_solve(report: dict) -> None:
     cert = report["certificate"]
-    scope = "all patterns (global optimum)" if cert["global"] else f"the {report['arrangements']} patterns"
     r = report
+    rounds = len(r.get("rounds") or [])
     lines = [
         f"data        {r['data']}: n={r['n_samples']}, d={r['n_features']}, rank {r['rank']}",
-        f"program     loss={report['loss']}, beta={report['beta']:g}, P={report['arrangements']}"
+        f"program     loss={report['loss']}, beta={report['beta']:g}"
+        + (" (auto)" if r.get("beta_requested") == "auto" else "")
+        + f", P={report['arrangements']} ({cert['arrangements_method']}"
+        + (f", {rounds - 1} rounds)" if cert["arrangements_method"] == "search" else ")")
         + ("" if r.get("implicit_reg", "none") == "none" else f", implicit_reg={r['implicit_reg']}"),
         f"solver      {report['solver']} ({report['status']}), {report['solve_time_s']:.2f} s",
         f"objective   {report['objective']:.10g} (convex, eq. (4))",
         f"network     {r['n_neurons']} neurons; forward objective (3) {r['forward_objective']:.10g}, "
         f"gap {r['equivalence_gap']:.1e}",
-        f"certificate lower bound {cert['lower_bound']:.10g}, relative gap {cert['relative_gap']:.1e} "
-        f"over {scope}",
+        *_bound_lines(cert, report["arrangements"]),
     ]
     quality = {k: report[k] for k in ("r2", "train_accuracy") if k in report}
     lines += [f"fit         {k} {v:.4f}" for k, v in quality.items()]
@@ -228,11 +259,12 @@ def _compare(args) -> dict:
     if unknown:
         raise UserError(f"unknown --variants {unknown}; choose from {list(VARIANTS)}")
     solver = args.solver.replace("-", "_")
-    options = _solver_options(solver, args)
+    options = _solver_options(args)
     start = time.perf_counter()
     record = compare_with_sgd(
-        X, y, beta=args.beta, X_test=X_test, y_test=y_test, loss=loss, n_arrangements=args.arrangements,
-        solver=solver, solver_options=options, variants=variants, epochs=args.epochs,
+        X, y, beta=args.beta, X_test=X_test, y_test=y_test, loss=loss, arrangements=args.patterns,
+        n_arrangements=args.arrangements, search=_search_options(args), solver=solver,
+        solver_options=options, variants=variants, epochs=args.epochs,
         batch_size=args.batch_size or None, resolve_with_sgd_patterns=not args.no_sgd_patterns,
         landscape_every=args.landscape_every or None, random_state=args.seed, progress=not args.quiet,
     )  # fmt: skip
@@ -259,11 +291,10 @@ def _print_compare(record: dict) -> None:
 
 # ------------------------------------------------------------------------------------------------- path
 def _path(args) -> dict:
-    from . import bn_basis, recover_network
-    from .arrangements import make_arrangements
+    from .basis import bn_basis
     from .compare import evaluate_predictions
     from .data import encode_task, split_and_standardize
-    from .path import critical_beta, regularization_path
+    from .fit import estimate_critical_beta, fit_convex_bn
 
     dataset = _load(args)
     loss, y, _ = encode_task(dataset, args.loss)
@@ -271,43 +302,53 @@ def _path(args) -> dict:
         dataset.X, y, test_size=args.test_size, random_state=args.seed, scale_target=loss == "squared"
     )
     basis = bn_basis(X)
-    arrangements = make_arrangements(basis, args.arrangements, random_state=args.seed)
-    beta_max = critical_beta(basis, arrangements, y, loss=loss)
+    beta_max = estimate_critical_beta(basis, y, loss, random_state=args.seed)
     if args.betas:
         betas = np.asarray(args.betas, dtype=np.float64)
         if np.any(~np.isfinite(betas)) or np.any(betas <= 0):
             raise UserError(f"--betas must be positive, got {args.betas}")
+        betas = np.sort(betas)[::-1]
     else:
         if not 0 < args.min_ratio < 1:
             raise UserError(f"--min-ratio must be in (0, 1), got {args.min_ratio}")
         betas = beta_max * np.geomspace(0.95, args.min_ratio, args.n_betas)
-    solver = args.solver.replace("-", "_")
-    options = _solver_options(solver, args)
+    options = _solver_options(args)
     start = time.perf_counter()
-    solutions = regularization_path(basis, arrangements, y, betas, loss=loss, solver=solver, **options)
-    total = time.perf_counter() - start
-    points = []
-    for solution in solutions:
-        network = recover_network(solution)
+    points, warm, solvers = [], None, []
+    for beta in betas:
+        # each point starts from the previous one's patterns and groups (largest beta first)
+        fit = fit_convex_bn(
+            X, [y], float(beta), loss=loss, arrangements=args.patterns, n_arrangements=args.arrangements,
+            search=_search_options(args), solver=args.solver.replace("-", "_"), solver_options=options,
+            random_state=args.seed, warm=warm, basis=basis, owner="convexbn path",
+        )  # fmt: skip
+        (program,) = fit.programs
+        solution, network = program.solution, fit.network
+        warm = [(solution.arrangements, solution.W_pos, solution.W_neg)]
+        solvers.append(solution.solver)
         points.append(
             {
-                "beta": solution.problem.beta,
+                "beta": fit.beta,
                 "objective": solution.objective,
-                "forward_objective": network.objective(X, y),
+                "forward_objective": program.bounds["forward_objective"],
                 "n_neurons": network.n_neurons,
+                "n_arrangements": solution.arrangements.n_patterns,
                 "status": solution.status,
                 "n_iter": solution.n_iter,
-                "solve_time_s": solution.solve_time,
+                "solve_time_s": fit.seconds,
+                **_bounds_report(fit),
                 "train": evaluate_predictions(network.forward(X, training=False), y, loss),
                 "test": evaluate_predictions(network.forward(X_test, training=False), y_test, loss),
             }
         )
+    total = time.perf_counter() - start
     record = {
         "data": dataset.source,
         "loss": loss,
         "n_samples": int(X.shape[0]),
-        "arrangements": arrangements.n_patterns,
-        "solver": solutions[0].solver,
+        "arrangements": points[-1]["n_arrangements"],
+        "arrangements_method": points[-1]["arrangements_method"],
+        "solver": ",".join(dict.fromkeys(solvers)),
         "critical_beta": beta_max,
         "total_time_s": total,
         "points": points,
@@ -435,10 +476,20 @@ def _data_arguments(parser: argparse.ArgumentParser, default: str | None = "brea
     parser.add_argument("--seed", type=int, default=0, help="seeds the patterns, split and training")
 
 
-def _program_arguments(parser: argparse.ArgumentParser, beta: float | None, solver: str) -> None:
+def _program_arguments(parser: argparse.ArgumentParser, beta, solver: str) -> None:
     if beta is not None:
-        parser.add_argument("--beta", type=float, default=beta, help="weight decay of (3) (summed loss)")
-    parser.add_argument("--arrangements", type=int, default=200, help="patterns to sample (exact if fewer)")
+        parser.add_argument("--beta", type=_beta, default=beta,
+                            help="weight decay of (3) (summed loss), or auto: a fraction of the critical "
+                            f"beta (default {beta})")  # fmt: skip
+    parser.add_argument("--patterns", choices=ARRANGEMENT_METHODS, default="auto",
+                        help="how the activation patterns are chosen: search (grow a sample by the "
+                        "dual oracle), sample (the sample only: fast, weaker), enumerate (every "
+                        "pattern), auto (enumerate when cheap, else search)")  # fmt: skip
+    parser.add_argument("--arrangements", type=_count, default="auto",
+                        help="initial sample size (auto: clip(4 (rank + 1), 50, 1000))")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=10, help="pattern-search rounds at most")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="seconds after which the search starts no new round")  # fmt: skip
     parser.add_argument("--solver", choices=SOLVERS, default=solver)
     parser.add_argument("--loss", choices=LOSSES, default="auto")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (torch solver)")
@@ -452,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     solve = sub.add_parser("solve", help="solve the convex program, recover the network, certify it")
     _data_arguments(solve)
-    _program_arguments(solve, beta=1.0, solver="auto")
+    _program_arguments(solve, beta="auto", solver="auto")
     solve.add_argument("--implicit-reg", default=None, metavar="SPEC",
                        help="spectral filter of spec section 9: power:T, top:K or tau:X (default: none)")
     solve.add_argument("--out", default="convexbn-out")
@@ -460,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="convex optimum vs SGD/Adam-trained BN networks and variants")
     _data_arguments(compare)
-    _program_arguments(compare, beta=1.0, solver="torch")
+    _program_arguments(compare, beta=1.0, solver="auto")
     compare.add_argument("--epochs", type=int, default=200, help="training epochs of every network")
     compare.add_argument("--batch-size", type=int, default=32, help="mini-batch size (0: full batch)")
     compare.add_argument("--variants", nargs="+", default=None, help="subset of the harness's variants")
@@ -473,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     path = sub.add_parser("path", help="regularization path over beta (largest first, warm-started)")
     _data_arguments(path)
-    _program_arguments(path, beta=None, solver="torch")
+    _program_arguments(path, beta=None, solver="auto")
     path.add_argument("--betas", type=float, nargs="+", default=None,
                       help="weight decays (default: --n-betas values below the critical beta)")  # fmt: skip
     path.add_argument("--n-betas", type=int, default=8)

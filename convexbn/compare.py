@@ -96,12 +96,14 @@ def compare_with_sgd(
     X,
     y,
     *,
-    beta: float,
+    beta,
     X_test=None,
     y_test=None,
     loss: str = "squared",
-    n_arrangements: int = 200,
-    solver: str = "torch",
+    arrangements="auto",
+    n_arrangements="auto",
+    search=None,
+    solver: str = "auto",
     solver_options: dict | None = None,
     variants: Sequence[str] = tuple(VARIANTS),
     n_neurons: int | None = None,
@@ -124,18 +126,21 @@ def compare_with_sgd(
         Training inputs (standardize them: SGD cares, the convex program does not).
     y : array-like
         Targets encoded as ``loss`` expects (reals, {-1, +1}, or class labels for cross-entropy).
-    beta : float
-        Weight decay of objective (3) and program (4) (summed loss: the spec's scale).
+    beta : float or "auto"
+        Weight decay of objective (3) and program (4) (summed loss: the spec's scale); ``"auto"`` as
+        :func:`convexbn.fit.fit_convex_bn`.
     X_test, y_test : optional
         Held-out data for the test metrics (:func:`evaluate_predictions`).
     loss : str
-    n_arrangements : int
-        Sampled patterns ``P`` of the convex program.
+    arrangements, n_arrangements, search
+        How the convex program's patterns are chosen (:func:`convexbn.fit.fit_convex_bn`; default: the
+        pattern search, or every pattern when that is cheap). The convex curve is the search's objective
+        against wall time, round by round.
     solver : str
-        Backend of :meth:`ConvexBNProblem.solve`. With ``"torch"`` the solver's iterates give the convex
-        objective-vs-time curve and the convex program's landscape probes.
+        Backend (:func:`convexbn.fit.choose_solver` for ``"auto"``). With the torch solver its iterates on
+        the final pattern set give the convex program's landscape probes.
     solver_options : dict, optional
-        Passed to the backend.
+        Passed to the fit core (``tol``, ``max_iter``, the torch solver's options).
     variants : sequence of str
         Keys of :data:`VARIANTS`.
     n_neurons : int, optional
@@ -153,8 +158,8 @@ def compare_with_sgd(
         above the initial objective), the next smaller step is trained instead (``blown_up_steps``).
     resolve_with_sgd_patterns : bool
         Re-solve the convex program with every trained BN network's activation patterns added to the
-        sampled ones (``convex_with_sgd_patterns``): each trained network is then a feasible point of the
-        program, so this optimum is at most every BN variant's objective (3) -- a certified comparison.
+        final ones (``convex_with_sgd_patterns``, a secondary reference): each trained network is then a
+        feasible point of the program, so this optimum is at most every BN variant's objective (3).
     landscape_every : int, optional
         Steps between landscape probes (``None``: no probes).
     landscape_steps : sequence of float
@@ -172,8 +177,11 @@ def compare_with_sgd(
         curve, final and best objective, wall time, test metrics, landscape, whether it diverged;
         ``convex_with_sgd_patterns`` (see ``resolve_with_sgd_patterns``).
     """
+    from .fit import fit_convex_bn
+
     X = check_data(X)
-    beta = check_positive(beta, "beta")
+    if not (isinstance(beta, str) and beta == "auto"):
+        beta = check_positive(beta, "beta")
     lossf = get_loss(loss)
     Y = lossf.encode_targets(y)
     n, d = X.shape
@@ -186,40 +194,59 @@ def compare_with_sgd(
         X_test = check_data(X_test, name="X_test", min_samples=1)
 
     basis = bn_basis(X)
-    arrangements = sample_arrangements(basis, n_arrangements, random_state=random_state)
-    problem = ConvexBNProblem(basis, arrangements, y, beta, loss=lossf.name)
     iterates = []
     options = dict(solver_options or {})
     start = time.perf_counter()
-    if solver == "torch":
 
-        def keep(it, W_pos, W_neg):
-            iterates.append((time.perf_counter() - start, it, np.array(W_pos), np.array(W_neg)))
+    def keep(it, W_pos, W_neg):  # the torch solver's iterates on the latest (largest) pattern set
+        if iterates and iterates[-1][2].shape != np.shape(W_pos):
+            iterates.clear()
+        iterates.append((time.perf_counter() - start, it, np.array(W_pos), np.array(W_neg)))
 
+    if landscape_every:
         options["callback"] = keep
-    solution = problem.solve(solver, **options)
-    network = recover_network(solution)
+    fit = fit_convex_bn(
+        X, [y], beta, loss=lossf.name, arrangements=arrangements, n_arrangements=n_arrangements,
+        search=search, solver=solver, solver_options=options, random_state=random_state, basis=basis,
+        owner="compare_with_sgd",
+    )  # fmt: skip
+    beta = fit.beta
+    (program,) = fit.programs
+    solution, network = program.solution, fit.network
+    problem = solution.problem
     convex = {
         "solver": solution.solver,
         "status": solution.status,
         "objective": solution.objective,
-        "forward_objective": network.objective(X, y),
+        "forward_objective": program.bounds["forward_objective"],
         "n_neurons": solution.n_neurons,
-        "n_arrangements": arrangements.n_patterns,
-        "solve_time": solution.solve_time,
+        "n_arrangements": problem.n_patterns,
+        "arrangements_method": fit.method,
+        "solve_time": fit.seconds,
         "constraint_violation": solution.constraint_violation,
+        "lower_bound": fit.lower_bound,
+        "gap": fit.gap,
+        "estimated_lower_bound": fit.estimated_lower_bound,
+        "estimated_gap": fit.estimated_gap,
+        "dual_ratio": fit.dual_ratio,
+        "certified": fit.certified,
+        # objective (3) = (4) against wall time, round by round (the search's own history)
         "curve": [
-            {"time": t, "iteration": it, "objective": problem.objective(Wp, Wn)} for t, it, Wp, Wn in iterates
-        ]
-        + [{"time": solution.solve_time, "iteration": solution.n_iter, "objective": solution.objective}],
+            {"time": h["seconds"], "iteration": h["round"], "objective": h["objective"],
+             "n_patterns": h["n_patterns"]}
+            for h in fit.history
+        ],  # fmt: skip
     }
+    if convex["curve"]:
+        convex["curve"][-1]["time"] = fit.seconds
     if X_test is not None:
         convex["test"] = evaluate_predictions(network.forward(X_test, training=False), y_test, lossf.name)
-    if landscape_every and iterates and problem.n_outputs == 1:
+    final = [(t, it, Wp, Wn) for t, it, Wp, Wn in iterates if Wp.shape[1] == problem.n_patterns]
+    if landscape_every and final and problem.n_outputs == 1:
         L = _lipschitz_of_data_fit(problem) * (1.0 if lossf.name == "squared" else 0.25)
         probes = []
-        stride = max(1, len(iterates) // 10)
-        for _, it, Wp, Wn in iterates[::stride]:
+        stride = max(1, len(final) // 10)
+        for _, it, Wp, Wn in final[::stride]:
             Wp_t = torch.tensor(Wp[0], requires_grad=True)
             Wn_t = torch.tensor(Wn[0], requires_grad=True)
             steps = [s / L for s in landscape_steps]
@@ -293,16 +320,21 @@ def compare_with_sgd(
 
     with_sgd = None
     if resolve_with_sgd_patterns and trained:
-        merged = merge_arrangements(arrangements, *(network_arrangements(basis, net) for net in trained))
-        grown = ConvexBNProblem(basis, merged, y, beta, loss=lossf.name)
-        sol = grown.solve(solver, **(solver_options or {}))
-        net = recover_network(sol)
+        merged = merge_arrangements(
+            solution.arrangements, *(network_arrangements(basis, net) for net in trained)
+        )
+        fit_sgd = fit_convex_bn(
+            X, [y], beta, loss=lossf.name, arrangements=merged, solver=solver,
+            solver_options=solver_options, random_state=random_state, basis=basis,
+            warm=[(solution.arrangements, solution.W_pos, solution.W_neg)], owner="compare_with_sgd",
+        )  # fmt: skip
+        sol, net = fit_sgd.programs[0].solution, fit_sgd.network
         with_sgd = {
             "objective": sol.objective,
             "forward_objective": net.objective(X, y),
             "n_neurons": sol.n_neurons,
             "n_arrangements": merged.n_patterns,
-            "solve_time": sol.solve_time,
+            "solve_time": fit_sgd.seconds,
         }
         if X_test is not None:
             with_sgd["test"] = evaluate_predictions(net.forward(X_test, training=False), y_test, lossf.name)
@@ -469,17 +501,27 @@ def format_comparison_table(record: dict, title: str = "") -> str:
         test_value = test.get(metric, float("nan")) if test else float("nan")
         lines.append(f"{name:40s} {objective:14.6g} {best:12.6g} {seconds:9.2f} {test_value:14.4f}{note}")
 
-    row(f"convex, P={c['n_arrangements']}", c["objective"], c["forward_objective"], c["solve_time"],
-        c.get("test"), f"   m={c['n_neurons']}, {c['solver']}")  # fmt: skip
+    method = c.get("arrangements_method", "sample")
+    rounds = len(c.get("curve", [])) - 1 if method == "search" else 0
+    label = f"convex ({method}, P={c['n_arrangements']}" + (f", {rounds} rounds)" if rounds else ")")
+    row(label, c["objective"], c["forward_objective"], c["solve_time"], c.get("test"),
+        f"   m={c['n_neurons']}, {c['solver']}")  # fmt: skip
     g = record.get("convex_with_sgd_patterns")
     if g:
-        row(f"convex + trained nets' patterns ({g['n_arrangements']})", g["objective"],
+        row(f"  + trained nets' patterns (P={g['n_arrangements']})", g["objective"],
             g["forward_objective"], g["solve_time"], g.get("test"), f"   m={g['n_neurons']}")  # fmt: skip
     for name, run in record["variants"].items():
         note = f"   lr={run['lr']:.3g}" + (
             "" if run["comparable_to_convex"] else ", plain net: another objective"
         )
         row(name, run["objective"], run["best_objective"], run["wall_time"], run.get("test"), note)
+    if "lower_bound" in c:
+        lines.append(
+            f"bound: certified lower bound {c['lower_bound']:.6g} (gap {c['gap']:.1%}"
+            + (", every pattern)" if c.get("certified") else ", universal)")
+            + f"; estimated {c['estimated_lower_bound']:.6g} (gap {c['estimated_gap']:.2%}, dual ratio "
+            f"{c['dual_ratio']:.4g}: a bound if no pattern is more violated than the oracle found)"
+        )
     return "\n".join(lines)
 
 

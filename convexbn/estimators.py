@@ -1,9 +1,10 @@
 """scikit-learn estimators: :class:`ConvexBNClassifier` and :class:`ConvexBNRegressor`.
 
-The estimators compose the rest of the package and add nothing to the math:
-:func:`~convexbn.bn_basis` -> :func:`~convexbn.make_arrangements` -> one :class:`~convexbn.ConvexBNProblem`
-per output (spec section 8; run in parallel with ``n_jobs``) -> a solver backend ->
-:func:`~convexbn.recover_network` -> :func:`~convexbn.network.concatenate_networks`.
+The estimators compose the rest of the package and add nothing to the math: they validate the data and
+encode the targets, then call the fit core :func:`convexbn.fit.fit_convex_bn` (basis -> arrangements
+searched by the dual oracle -> one :class:`~convexbn.ConvexBNProblem` per output, docs/math.md section 8,
+run in parallel with ``n_jobs`` -> a solver backend -> :func:`~convexbn.recover_network` -> a bound on the
+global optimum), and keep its result as fitted attributes.
 
 Scaling of ``beta``: the estimators minimize the *mean* loss plus the weight decay,
 
@@ -17,40 +18,30 @@ scikit-learn's own ``alpha`` parameters; ``network_.beta`` holds the spec-scaled
 from __future__ import annotations
 
 import hashlib
-import warnings
 from numbers import Integral
 
 import numpy as np
 import torch
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import check_choice, check_positive, check_positive_int, prepare_data
-from .arrangements import make_arrangements
-from .basis import bn_basis
-from .implicit_reg import filtered_basis, implicit_objective, spectral_filter
-from .network import BNNetwork, concatenate_networks
-from .problem import ConvexBNProblem, SolverError, SolverWarning
-from .recovery import recover_network
-from .solvers import closed_form_applies
-from .solvers.cvxpy_backend import resolve_cvxpy_solver
+from .fit import (
+    ARRANGEMENT_METHODS,
+    AUTO_CVXPY_MAX_ROWS,
+    SearchOptions,
+    choose_solver,
+    fit_convex_bn,
+)
+from .implicit_reg import spectral_filter
+from .network import BNNetwork
 
 __all__ = ["ConvexBNClassifier", "ConvexBNRegressor", "AUTO_CVXPY_MAX_ROWS", "class_targets"]
 
-#: ``solver="auto"`` uses cvxpy + Clarabel while the program has at most this many cone-constraint rows
-#: ``2 n P`` per output, and the torch solver above. At 100,000 rows (n=500, P=100) Clarabel took
-#: 22 s and the torch ADMM solver 52 s on 2 cores (``benchmarks/bench_torch_vs_cvxpy.py``); Clarabel's
-#: time and memory grow about cubically, the torch solver's linearly per iteration.
-AUTO_CVXPY_MAX_ROWS = 400_000
-#: Largest relative gap between objective (3) of the recovered network (a plain forward pass) and the
-#: convex objective (4) accepted without a ConvergenceWarning.
-EQUIVALENCE_RTOL = 1e-6
 
 SOLVER_CHOICES = ("auto", "cvxpy", "clarabel", "mosek", "scs", "closed_form", "torch")
 DTYPES = ("float64", "float32")
@@ -77,92 +68,25 @@ def _dtype_name(dtype) -> str:
     return check_choice(name, "dtype", DTYPES)
 
 
-def _choose_solver(problem: ConvexBNProblem, requested: str) -> str:
-    """Resolve ``"auto"`` (closed form, cvxpy or torch) and MOSEK's fallback, in the calling process."""
-    if requested == "auto":
-        if closed_form_applies(problem)[0]:
-            return "closed_form"
-        return "clarabel" if 2 * problem.n_samples * problem.n_patterns <= AUTO_CVXPY_MAX_ROWS else "torch"
-    if requested == "mosek":
-        # warns (SolverWarning) and returns "CLARABEL" when MOSEK is missing or unlicensed
-        return resolve_cvxpy_solver("MOSEK").lower()
-    if requested == "cvxpy":
-        return "clarabel"
-    return requested
-
-
-def _solver_options(solver: str, *, max_iter, tol, device, dtype, verbose, warm) -> dict:
-    """Map the estimator's generic options onto the backend's own names."""
-    if solver == "closed_form":
-        return {}
-    if solver == "torch":
-        opts = {"device": device, "dtype": dtype, "verbose": bool(verbose)}
-        if max_iter is not None:
-            opts["max_iter"] = max_iter
-        if tol is not None:
-            opts["tol"] = tol
-        if warm is not None:
-            opts["warm_start"] = warm
-        return opts
-    opts = {"verbose": bool(verbose)}
-    if solver == "clarabel":
-        if max_iter is not None:
-            opts["max_iter"] = max_iter
-        if tol is not None:
-            opts.update(tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol)
-    elif solver == "scs":
-        if max_iter is not None:
-            opts["max_iters"] = max_iter
-        if tol is not None:
-            opts.update(eps_abs=tol, eps_rel=tol)
-    elif solver == "mosek" and tol is not None:
-        opts["mosek_params"] = {"MSK_DPAR_INTPNT_CO_TOL_REL_GAP": tol}
-    return opts
-
-
-def _solve_one(problem: ConvexBNProblem, solver: str, options: dict, fallback: dict | None):
-    """Solve one program and recover its network (runs in a joblib worker).
-
-    With ``fallback`` (torch options; ``solver="auto"`` only), a conic solver's failure is answered by
-    solving with the torch solver instead; the failure is reported back to the caller.
-    """
-    failure = None
-    with warnings.catch_warnings():
-        # the status is reported to the caller, which warns with ConvergenceWarning in its own process
-        warnings.simplefilter("ignore", SolverWarning)
-        try:
-            solution = problem.solve(solver, **options)
-        except SolverError as exc:
-            if fallback is None:
-                raise
-            failure = str(exc)
-            solution = problem.solve("torch", **fallback)
-    return {
-        "failure": failure,
-        "network": recover_network(solution),
-        "objective": solution.objective,
-        "status": solution.status,
-        "n_iter": solution.n_iter,
-        "solver": solution.solver,
-        "violation": solution.constraint_violation,
-        "groups": {
-            "W_pos": solution.W_pos,
-            "W_neg": solution.W_neg,
-            "info": {"admm_state": solution.info.get("admm_state")},
-        },
-    }
+def _choose_solver(problem, requested: str) -> str:
+    """Kept for callers of convexbn 0.1: :func:`convexbn.fit.choose_solver` decides ``"auto"``."""
+    return choose_solver(problem, requested)
 
 
 class _ConvexBNBase(BaseEstimator):
-    """Shared fit logic. Subclasses define ``_targets`` (one target array per program) and tags."""
+    """Shared fit logic. Subclasses define the targets (one array per program) and tags; the pipeline is
+    :func:`convexbn.fit.fit_convex_bn`."""
 
     _losses: tuple[str, ...] = ()
 
     def __init__(
         self,
-        beta=1e-3,
+        beta="auto",
         loss="squared",
-        n_arrangements=100,
+        arrangements="auto",
+        n_arrangements="auto",
+        search_rounds=10,
+        time_limit=None,
         solver="auto",
         device="cpu",
         dtype="float64",
@@ -176,7 +100,10 @@ class _ConvexBNBase(BaseEstimator):
     ):
         self.beta = beta
         self.loss = loss
+        self.arrangements = arrangements
         self.n_arrangements = n_arrangements
+        self.search_rounds = search_rounds
+        self.time_limit = time_limit
         self.solver = solver
         self.device = device
         self.dtype = dtype
@@ -190,9 +117,18 @@ class _ConvexBNBase(BaseEstimator):
 
     # --- parameter checks (fit never changes the parameters) -------------------------------------
     def _check_params(self):
-        check_positive(self.beta, "beta")
+        if not (isinstance(self.beta, str) and self.beta == "auto"):
+            check_positive(self.beta, "beta")
         check_choice(self.loss, "loss", self._losses)
-        check_positive_int(self.n_arrangements, "n_arrangements")
+        check_choice(self.arrangements, "arrangements", ARRANGEMENT_METHODS)
+        if not (isinstance(self.n_arrangements, str) and self.n_arrangements == "auto"):
+            check_positive_int(self.n_arrangements, "n_arrangements")
+        if isinstance(self.search_rounds, bool) or not isinstance(self.search_rounds, Integral):
+            raise TypeError(f"search_rounds must be an int, got {type(self.search_rounds).__name__}")
+        if self.search_rounds < 0:
+            raise ValueError(f"search_rounds must be >= 0, got {self.search_rounds}")
+        if self.time_limit is not None:
+            check_positive(self.time_limit, "time_limit")
         check_choice(self.solver, "solver", SOLVER_CHOICES)
         check_choice(str(self.device).split(":")[0], "device", ("cpu", "cuda"))
         if str(self.device).startswith("cuda") and not torch.cuda.is_available():
@@ -216,90 +152,48 @@ class _ConvexBNBase(BaseEstimator):
 
     # --- fitting -----------------------------------------------------------------------------------
     def _fit_programs(self, X: np.ndarray, targets: list, loss: str, dtype: str):
-        """Build and solve one program per entry of ``targets``; set the fitted attributes."""
+        """Fit one program per entry of ``targets`` with :func:`convexbn.fit.fit_convex_bn`; set the
+        fitted attributes."""
         n = X.shape[0]
-        full_basis = bn_basis(X)
-        implicit = spectral_filter(self.implicit_reg)
-        basis, _ = filtered_basis(full_basis, implicit)  # the leading directions, for a truncating filter
-        arrangements = make_arrangements(
-            basis, self.n_arrangements, random_state=check_random_state(self.random_state)
-        )
-        beta = float(self.beta) * n
-        problems = [
-            ConvexBNProblem(basis, arrangements, y, beta=beta, loss=loss, implicit_reg=implicit)
-            for y in targets
-        ]
-        solver = _choose_solver(problems[0], self.solver)
-
-        warm = [None] * len(problems)
-        key = hashlib.sha1(np.packbits(arrangements.mask).tobytes()).hexdigest()
+        key = hashlib.sha1(np.ascontiguousarray(X).tobytes()).hexdigest()
         previous = getattr(self, "_warm_groups", None)
-        if self.warm_start and solver == "torch" and previous is not None:
-            if previous["key"] == key and len(previous["groups"]) == len(problems):
+        warm = None
+        if self.warm_start and previous is not None and previous["key"] == key:
+            if len(previous["groups"]) == len(targets):
                 warm = previous["groups"]
-
-        def options(name, w=None):
-            return _solver_options(
-                name,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                device=self.device,
-                dtype=dtype,
-                verbose=self.verbose,
-                warm=w,
-            )
-
-        fallback = options("torch") if self.solver == "auto" and solver != "torch" else None
-        results = Parallel(n_jobs=self.n_jobs)(
-            delayed(_solve_one)(problem, solver, options(solver, w), fallback)
-            for problem, w in zip(problems, warm, strict=True)
-        )
-        for j, res in enumerate(results):
-            if res["failure"] is not None:
-                warnings.warn(
-                    f"{type(self).__name__}: {res['failure']} (program {j}); solver='auto' solved it with "
-                    "the torch solver instead",
-                    SolverWarning,
-                    stacklevel=3,
-                )
-            if res["status"] != "optimal":
-                warnings.warn(
-                    f"{type(self).__name__}: solver {res['solver']} stopped before reaching the requested "
-                    f"accuracy on program {j} (status {res['status']!r}); increase max_iter or loosen tol",
-                    ConvergenceWarning,
-                    stacklevel=3,
-                )
-        # the equivalence (3) == (4), checked by a plain forward pass of each recovered network (with a
-        # spectral filter, (3) with the filter's weighted penalty, which the convex objective equals)
-        gaps = []
-        for j, (res, y) in enumerate(zip(results, targets, strict=True)):
-            if implicit.is_identity:
-                forward = res["network"].objective(X, y)
-            else:
-                forward = implicit_objective(res["network"], X, y, full_basis, implicit)
-            gap = abs(forward - res["objective"]) / max(abs(res["objective"]), 1e-12)
-            gaps.append(gap)
-            if gap > EQUIVALENCE_RTOL:
-                warnings.warn(
-                    f"{type(self).__name__}: program {j}: the recovered network's objective (3) "
-                    f"{forward:.10g} differs from the convex objective (4) {res['objective']:.10g} by "
-                    f"{gap:.1e} relative (solver status {res['status']!r}, cone-constraint violation "
-                    f"{res['violation']:.1e}); the network is exact only at a feasible solution",
-                    ConvergenceWarning,
-                    stacklevel=3,
-                )
-        self.equivalence_gap_ = float(max(gaps))
-        self.network_: BNNetwork = concatenate_networks(res["network"] for res in results)
+        options = {"max_iter": self.max_iter, "tol": self.tol, "verbose": bool(self.verbose),
+                   "device": self.device, "dtype": dtype}  # fmt: skip
+        fit = fit_convex_bn(
+            X, targets, "auto" if isinstance(self.beta, str) else float(self.beta) * n, loss=loss,
+            arrangements=self.arrangements, n_arrangements=self.n_arrangements,
+            search=SearchOptions(rounds=int(self.search_rounds), time_limit=self.time_limit),
+            solver=self.solver, solver_options=options, implicit_reg=self.implicit_reg,
+            random_state=check_random_state(self.random_state), n_jobs=self.n_jobs, warm=warm,
+            owner=type(self).__name__,
+        )  # fmt: skip
+        self.fit_ = fit
+        self.beta_ = float(fit.beta) / n
+        self.network_: BNNetwork = fit.network
         self.n_neurons_ = int(self.network_.n_neurons)
-        self.objective_ = float(sum(res["objective"] for res in results)) / n
-        used = ["torch" if res["failure"] is not None else solver for res in results]
-        self.solver_ = ",".join(dict.fromkeys(used))
-        iters = [res["n_iter"] if res["n_iter"] is not None else 1 for res in results]
+        self.objective_ = fit.objective / n
+        self.lower_bound_ = fit.lower_bound / n
+        self.gap_ = float(fit.gap)
+        self.estimated_gap_ = float(fit.estimated_gap)
+        self.certified_ = bool(fit.certified)
+        self.dual_ratio_ = float(fit.dual_ratio)
+        self.arrangements_method_ = fit.method
+        self.history_ = [{**h, "objective": h["objective"] / n} for h in fit.history]
+        self.solver_ = fit.solver
+        iters = [p.solution.n_iter if p.solution.n_iter is not None else 1 for p in fit.programs]
         self.n_iter_ = int(max(max(iters), 1))
-        self.n_arrangements_ = int(arrangements.n_patterns)
-        self.constraint_violation_ = float(max(res["violation"] for res in results))
+        self.n_arrangements_ = int(fit.n_arrangements)
+        self.constraint_violation_ = float(max(p.solution.constraint_violation for p in fit.programs))
+        self.equivalence_gap_ = float(max(p.bounds["equivalence_gap"] for p in fit.programs))
         self._warm_groups = (
-            {"key": key, "groups": [res["groups"] for res in results]} if self.warm_start else None
+            {"key": key, "groups": [(p.solution.arrangements, p.solution.W_pos, p.solution.W_neg)
+                                    for p in fit.programs]}  # fmt: skip
+            if self.warm_start
+            else None
         )
         return self
 
@@ -330,27 +224,40 @@ class _ConvexBNBase(BaseEstimator):
 
 class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
     """Two-layer ReLU network with batch normalization, trained to the global optimum of its convex
-    reformulation (Ergen et al., ICLR 2022) over sampled activation patterns.
+    reformulation (Ergen et al., ICLR 2022), with the activation patterns grown by the dual oracle.
 
     Parameters
     ----------
-    beta : float, default=1e-3
+    beta : float or "auto", default="auto"
         Weight decay per sample (see the module docstring): the program solved has ``beta * n_samples``.
+        ``"auto"``: :data:`convexbn.fit.AUTO_BETA_FRACTION` times the estimated critical beta above which
+        the network is empty (:func:`convexbn.fit.estimate_critical_beta`), as glmnet and scikit-learn's
+        lasso path scale theirs; the value used is ``beta_``.
     loss : {"logistic", "squared", "hinge", "cross_entropy"}, default="logistic"
         ``"logistic"``: binary logistic; one-vs-rest programs for several classes. ``"squared"``: squared
         loss on +-1 targets (binary) or one-hot targets (several classes), as in the paper.
         ``"hinge"``: one-vs-rest hinge. ``"cross_entropy"``: multinomial softmax, one joint program
         whose outputs are coupled through the loss (not parallelized). ``predict_proba`` exists for
         ``"logistic"`` and ``"cross_entropy"``.
-    n_arrangements : int, default=100
-        Number of sampled activation patterns (hyperplane arrangements) per program. When the exact
-        number of patterns of the data is at most this, all of them are enumerated and the fit is the
-        global optimum of the network of any width.
+    arrangements : {"auto", "search", "sample", "enumerate"}, default="auto"
+        How the activation patterns are chosen (:mod:`convexbn.fit`). ``"search"``: a Gaussian sample of
+        ``n_arrangements`` patterns grown by the dual oracle for up to ``search_rounds`` rounds, each
+        re-solve warm-started (:func:`convexbn.solve_with_pattern_search`). ``"sample"``: the sample only
+        (fast; a weaker restriction whose optimum can lie far above the global one). ``"enumerate"``:
+        every pattern (tiny problems; a certified global optimum). ``"auto"``: enumerate when the Cover
+        bound is at most :data:`convexbn.fit.AUTO_ENUMERATE_MAX`, else search (sample for the hinge loss).
+    n_arrangements : int or "auto", default="auto"
+        Size of the initial sample (``"auto"``: ``clip(4 (rank + 1), 50, 1000)``).
+    search_rounds : int, default=10
+        Pattern-adding rounds of the search at most (it stops earlier when no violating pattern is found).
+    time_limit : float or None, default=None
+        Seconds after which the search starts no new round.
     solver : {"auto", "cvxpy", "clarabel", "mosek", "scs", "closed_form", "torch"}, default="auto"
-        ``"auto"``: the closed form when it applies (squared loss, ``rank + 1 == n``), cvxpy + Clarabel
-        while ``2 n P <= AUTO_CVXPY_MAX_ROWS``, else the torch solver; a program on which Clarabel fails
-        is solved by the torch solver instead (with a ``SolverWarning``). ``"mosek"`` falls back to
-        Clarabel with a warning when MOSEK is not licensed. The choice is recorded in ``solver_``.
+        ``"auto"`` (:func:`convexbn.fit.choose_solver`): the closed form when it applies (squared loss,
+        ``rank + 1 == n``), the torch FISTA solver for smooth losses (``rank + 1 <= 128``), else Clarabel
+        up to 20,000 cone rows and the torch solver above; a program on which Clarabel fails is solved by
+        the torch solver instead (with a ``SolverWarning``). ``"mosek"`` falls back to Clarabel with a
+        warning when MOSEK is not licensed. The choice is recorded in ``solver_``.
     device : str, default="cpu"
         Torch solver only: ``"cpu"`` or ``"cuda"``.
     dtype : {"float64", "float32"}, default="float64"
@@ -363,11 +270,10 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
         Tolerance passed to the backend (Clarabel gap and feasibility tolerances, SCS ``eps_abs`` and
         ``eps_rel``, MOSEK's relative gap, torch ``tol``); ``None`` keeps the backend's default.
     warm_start : bool, default=False
-        Torch solver only: start from the previous fit's solution when the data and patterns are the
-        same (e.g. a path over ``beta``; set ``beta`` with ``set_params`` and refit). Ignored by the
-        conic solvers, which cannot be warm-started.
+        Start from the previous fit's patterns (and, for the torch solver, its groups) when the data is
+        the same (e.g. a path over ``beta``; set ``beta`` with ``set_params`` and refit).
     random_state : int, RandomState or None, default=None
-        Seed of the pattern sampling.
+        Seed of the pattern sampling and of the search's random starts.
     n_jobs : int or None, default=None
         Number of one-vs-rest programs solved in parallel (``sklearn.utils.parallel``; any joblib
         backend, e.g. Dask or Ray).
@@ -389,13 +295,34 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
         Number of hidden neurons of ``network_`` (nonzero groups of the convex solution).
     objective_ : float
         The objective at the solution, in the estimator's scaling (mean loss + weight decay).
+    beta_ : float
+        The weight decay per sample used (``beta``, or the value ``"auto"`` chose).
+    lower_bound_ : float
+        A certified lower bound on the global optimum of the class (every pattern, every width), same
+        scaling: from the enumerated patterns when ``arrangements_method_ == "enumerate"``, else the
+        universal bound of :mod:`convexbn.fit` (valid, often loose).
+    gap_ : float
+        ``(objective_ - lower_bound_) / objective_``.
+    certified_ : bool
+        Every pattern was checked and ``gap_ <= 1e-4``: a certified global optimum.
+    estimated_gap_ : float
+        The gap if no pattern is more violated than the search found (not a certificate).
+    dual_ratio_ : float
+        Largest dual value found over ``beta`` (own patterns and the oracle): at most about 1 when the
+        search found no pattern that would lower the objective.
+    arrangements_method_ : str
+        ``"search"``, ``"sample"`` or ``"enumerate"``.
+    history_ : list of dict
+        Per search round: ``round``, ``n_patterns``, ``objective`` (estimator scaling), ``seconds``.
+    fit_ : ConvexFit
+        The fit core's full result (solutions, per-program bounds); not saved by :meth:`save`.
     solver_ : str
         The backend used (``"closed_form"``, ``"clarabel"``, ``"mosek"``, ``"scs"`` or ``"torch"``);
         ``"clarabel,torch"`` when ``solver="auto"`` had to fall back on some of the programs.
     n_iter_ : int
         Largest iteration count over the programs (1 for the closed form).
     n_arrangements_ : int
-        Distinct patterns used.
+        Distinct patterns of the final program (the search's grown set).
     constraint_violation_ : float
         Largest relative cone-constraint violation (0 up to solver accuracy).
     equivalence_gap_ : float
@@ -413,7 +340,7 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
     >>> from sklearn.preprocessing import StandardScaler
     >>> from convexbn import ConvexBNClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = make_pipeline(StandardScaler(), ConvexBNClassifier(n_arrangements=20, random_state=0))
+    >>> clf = make_pipeline(StandardScaler(), ConvexBNClassifier(random_state=0))
     >>> clf.fit(X, y).score(X, y) > 0.9
     True
     """
@@ -424,9 +351,12 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
     # here loss="logistic") from each estimator's own __init__
     def __init__(
         self,
-        beta=1e-3,
+        beta="auto",
         loss="logistic",
-        n_arrangements=100,
+        arrangements="auto",
+        n_arrangements="auto",
+        search_rounds=10,
+        time_limit=None,
         solver="auto",
         device="cpu",
         dtype="float64",
@@ -439,13 +369,14 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
         implicit_reg=None,
     ):
         super().__init__(
-            beta=beta, loss=loss, n_arrangements=n_arrangements, solver=solver, device=device,
+            beta=beta, loss=loss, arrangements=arrangements, n_arrangements=n_arrangements,
+            search_rounds=search_rounds, time_limit=time_limit, solver=solver, device=device,
             dtype=dtype, max_iter=max_iter, tol=tol, warm_start=warm_start,
             random_state=random_state, n_jobs=n_jobs, verbose=verbose, implicit_reg=implicit_reg,
         )  # fmt: skip
 
     def fit(self, X, y):
-        """Fit the network to the global optimum of the convex program on the sampled patterns.
+        """Fit the network to the global optimum of the convex program on the searched patterns.
 
         Parameters
         ----------
@@ -526,7 +457,8 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
 
 
 class ConvexBNRegressor(RegressorMixin, _ConvexBNBase):
-    """Two-layer ReLU+BN network regressor trained to the global optimum of its convex reformulation.
+    """Two-layer ReLU+BN network regressor trained to the global optimum of its convex reformulation,
+    with the activation patterns grown by the dual oracle.
 
     Squared loss; several target columns give one program per output (spec section 8), solved in
     parallel with ``n_jobs``. Parameters and attributes are those of :class:`ConvexBNClassifier`
@@ -539,7 +471,7 @@ class ConvexBNRegressor(RegressorMixin, _ConvexBNBase):
     >>> from convexbn import ConvexBNRegressor
     >>> X, y = load_diabetes(return_X_y=True)
     >>> X = StandardScaler().fit_transform(X)
-    >>> reg = ConvexBNRegressor(beta=1e-2, n_arrangements=20, random_state=0).fit(X, y / y.std())
+    >>> reg = ConvexBNRegressor(beta=1e-2, random_state=0).fit(X, y / y.std())
     >>> reg.score(X, y / y.std()) > 0.5
     True
     """

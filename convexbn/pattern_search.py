@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-from ._validation import check_positive_int
+from ._validation import check_positive, check_positive_int
 from .arrangements import Arrangements, _unique_patterns, merge_arrangements
 from .basis import BNBasis
+from .certificate import pattern_dual_values
 from .problem import ConvexBNProblem, ConvexBNSolution
 from .solvers.cone_projection import project_cones
 
-__all__ = ["candidate_patterns", "solve_with_pattern_search"]
+__all__ = ["ascent_dual_value", "candidate_patterns", "estimated_gap", "solve_with_pattern_search"]
 
 
 def _dual_vectors(U, D, lam, sigma):
@@ -64,33 +65,82 @@ def _ascent_candidates(problem, lam, solution, n_starts: int, n_steps: int, step
     their generators (the ``w``), signs, outputs and bounds.
     """
     U, beta = problem.Uprime, problem.beta
-    seen: dict[bytes, tuple[float, np.ndarray, np.ndarray, float, int]] = {}
+    parts = []  # per output and sign: (h, D, W, sigma, c) of the distinct violating patterns visited
     for c in range(problem.n_outputs):
         for sigma, groups in ((1.0, solution.W_pos[c]), (-1.0, solution.W_neg[c])):
             own = groups[np.linalg.norm(groups, axis=1) > 0]
             W = np.vstack([rng.standard_normal((n_starts, U.shape[1])), own])
             W /= np.linalg.norm(W, axis=1, keepdims=True)
+            hs, Ds, Ws = [], [], []
             for it in range(n_steps + 1):
                 Z = U @ W.T  # (n, M)
                 D = Z >= 0
                 h = sigma * (lam[:, c] @ np.where(D, Z, 0.0))
                 hits = np.flatnonzero(h > beta * (1 + 1e-9))
-                for j, key in zip(hits, np.packbits(D[:, hits], axis=0).T, strict=True):
-                    key = key.tobytes()
-                    if key not in seen or seen[key][0] < h[j]:
-                        seen[key] = (float(h[j]), D[:, j].copy(), W[j].copy(), sigma, c)
+                if hits.size:
+                    keep = hits[_best_distinct(D[:, hits], h[hits])]
+                    hs.append(h[keep]), Ds.append(D[:, keep]), Ws.append(W[keep])
                 if it == n_steps:
                     break
                 G = _dual_vectors(U, D, lam[:, c : c + 1], sigma)  # (M, k): the gradient of h
                 W = W + step * G / np.linalg.norm(G, axis=1, keepdims=True).clip(1e-300)
                 W /= np.linalg.norm(W, axis=1, keepdims=True)
-    if not seen:
+            if hs:
+                h, D, W = np.concatenate(hs), np.hstack(Ds), np.vstack(Ws)
+                keep = _best_distinct(D, h)
+                parts.append((h[keep], D[:, keep], W[keep], np.full(keep.size, sigma), np.full(keep.size, c)))
+    if not parts:
         k = U.shape[1]
         return np.zeros((U.shape[0], 0), bool), np.zeros((0, k)), np.zeros(0), np.zeros(0, int), np.zeros(0)
-    vals = sorted(seen.values(), key=lambda t: -t[0])
-    return (np.stack([v[1] for v in vals], axis=1), np.stack([v[2] for v in vals]),
-            np.array([v[3] for v in vals]), np.array([v[4] for v in vals]),
-            np.array([v[0] for v in vals]))  # fmt: skip
+    h = np.concatenate([p[0] for p in parts])
+    D = np.hstack([p[1] for p in parts])
+    keep = _best_distinct(D, h)  # a pattern found for several outputs or signs: its best bound
+    keep = keep[np.argsort(-h[keep], kind="stable")]
+    W, sigma, out = (np.concatenate([p[i] for p in parts])[keep] for i in (2, 3, 4))
+    return D[:, keep], W, sigma, out.astype(int), h[keep]
+
+
+def _best_distinct(D: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Indices of the distinct columns of the (n, H) masks ``D``, each with its largest ``h``."""
+    order = np.argsort(-h, kind="stable")
+    packed = np.ascontiguousarray(np.packbits(D[:, order], axis=0).T)
+    keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first = np.unique(keys, return_index=True)
+    return order[np.sort(first)]
+
+
+def ascent_dual_value(Uprime: np.ndarray, lam: np.ndarray, *, n_starts: int = 200, n_steps: int = 20,
+                      step: float = 0.5, random_state=None) -> float:
+    """The largest ``h(w) = sigma lambda_c^T (U' w)_+`` over unit ``w`` visited by projected ascent.
+
+    Each visited ``h(w)`` is a lower bound on the dual value of ``w``'s own pattern, so the result is a
+    lower estimate of the largest dual value over all patterns (used for the critical beta).
+
+    Parameters
+    ----------
+    Uprime : ndarray of shape (n, k)
+    lam : ndarray of shape (n, C)
+    n_starts, n_steps, step
+        Random starts per output and sign, ascent steps, step length on the sphere.
+    random_state : int, RandomState or None
+    """
+    rng = check_random_state(random_state)
+    lam = np.asarray(lam, dtype=np.float64).reshape(Uprime.shape[0], -1)
+    best = 0.0
+    for c in range(lam.shape[1]):
+        for sigma in (1.0, -1.0):
+            W = rng.standard_normal((n_starts, Uprime.shape[1]))
+            W /= np.linalg.norm(W, axis=1, keepdims=True)
+            for it in range(n_steps + 1):
+                Z = Uprime @ W.T
+                D = Z >= 0
+                best = max(best, float(np.max(sigma * (lam[:, c] @ np.where(D, Z, 0.0)))))
+                if it == n_steps:
+                    break
+                G = _dual_vectors(Uprime, D, lam[:, c : c + 1], sigma)
+                W = W + step * G / np.linalg.norm(G, axis=1, keepdims=True).clip(1e-300)
+                W /= np.linalg.norm(W, axis=1, keepdims=True)
+    return best
 
 
 def candidate_patterns(
@@ -155,6 +205,7 @@ def candidate_patterns(
         torch.as_tensor(U),
         torch.as_tensor(np.where(D, 1.0, -1.0).T),
         threshold=problem.beta,
+        backend="auto",
     )
     values = np.where(res.below.numpy(), 0.0, res.u.norm(dim=1).numpy())
     keep = values > problem.beta * (1 + 1e-9)
@@ -176,6 +227,37 @@ def candidate_patterns(
     return um[:, order], ug[order], uv[order]
 
 
+def estimated_gap(solution: ConvexBNSolution, found_value: float | None = None) -> tuple[float, float, float]:
+    """Relative gaps of ``solution`` to the dual bounds over its own patterns and with the oracle's best.
+
+    ``lambda = -grad L(F)`` scaled by ``beta / max(beta, v)`` gives the bound ``-L*(s grad L(F))``
+    (docs/math.md section 6). With ``v`` the largest dual value over the program's own patterns it bounds
+    the restriction; with ``v`` also covering ``found_value`` it bounds the optimum over every pattern if
+    no pattern is more violated than the oracle found (an estimate, not a certificate).
+
+    Returns
+    -------
+    gap : float
+        ``(objective - estimated bound) / |objective|``.
+    search_gap : float
+        ``(own bound - estimated bound) / |objective|``: what the violating patterns cost the bound, the
+        part of ``gap`` that more rounds can close (the rest is the solve's own tolerance).
+    bound : float
+        The estimated bound itself.
+    """
+    problem = solution.problem
+    grad = problem.loss.grad(solution.predict_train(), problem.Y)
+    own = float(pattern_dual_values(problem.Uprime, problem.mask, -grad).max(initial=0.0))
+
+    def bound(value):
+        scale = 1.0 if value <= problem.beta else problem.beta / value
+        return float(-problem.loss.conjugate(scale * grad, problem.Y))
+
+    own_bound, est_bound = bound(own), bound(max(own, found_value or 0.0))
+    scale = max(abs(solution.objective), 1e-12)
+    return (solution.objective - est_bound) / scale, (own_bound - est_bound) / scale, est_bound
+
+
 def solve_with_pattern_search(
     basis: BNBasis,
     arrangements: Arrangements,
@@ -191,6 +273,10 @@ def solve_with_pattern_search(
     random_state=None,
     solver: str = "torch",
     round_tol: float | None = None,
+    time_limit: float | None = None,
+    gap_tol: float | None = None,
+    implicit_reg=None,
+    warm_start=None,
     **options,
 ):
     """Solve the exact program, then add dual-violating patterns and re-solve, ``rounds`` times at most.
@@ -217,6 +303,18 @@ def solve_with_pattern_search(
         pattern set once more, warm-started, to ``options["tol"]``. The candidates only need an
         approximate dual point, and a tight certified gap costs most of a round. Default: every round at
         ``tol``.
+    time_limit : float, optional
+        Seconds: no new round starts once the search has run this long (the last pattern set is still
+        solved to the final tolerance).
+    gap_tol : float, optional
+        Stop once the oracle's candidates lower the estimated dual bound by at most this fraction of the
+        objective (``search_gap`` of :func:`estimated_gap`): more patterns could then lower the objective
+        by about that much at most, if no pattern is more violated than those the oracle found.
+    implicit_reg : optional
+        Spectral filter of the program (docs/math.md section 9); ``arrangements`` are then patterns of the
+        filtered basis.
+    warm_start : tuple (W_pos, W_neg), optional
+        ``solver="torch"``: groups on ``arrangements``' patterns that start the first solve.
     **options
         Passed to :meth:`ConvexBNProblem.solve`.
 
@@ -225,15 +323,21 @@ def solve_with_pattern_search(
     solution : ConvexBNSolution
         The last round's solution (on the grown pattern set).
     history : list of dict
-        Per round: ``round``, ``n_patterns``, ``objective``, ``n_added``, ``max_dual_value``, ``seconds``
-        (cumulative wall time).
+        Per round: ``round``, ``n_patterns``, ``objective``, ``n_added``, ``max_dual_value`` (largest
+        candidate's), ``estimated_gap`` and ``estimated_bound`` (:func:`estimated_gap`, at the round's
+        solution), ``seconds`` (cumulative wall time). After a final re-solve the last entry's
+        ``objective`` is the re-solved one.
     """
     rounds = check_positive_int(rounds + 1, "rounds + 1") - 1  # rounds >= 0
     if max_new is None:
         max_new = max(10, arrangements.n_patterns // 4)
     max_new = check_positive_int(max_new, "max_new")
+    if time_limit is not None:
+        time_limit = check_positive(time_limit, "time_limit")
+    if gap_tol is not None:
+        gap_tol = check_positive(gap_tol, "gap_tol")
     start = time.perf_counter()
-    problem = ConvexBNProblem(basis, arrangements, y, beta=beta, loss=loss)
+    problem = ConvexBNProblem(basis, arrangements, y, beta=beta, loss=loss, implicit_reg=implicit_reg)
     if not problem.loss.smooth:
         raise ValueError(f"pattern search needs a smooth loss, got {problem.loss.name!r}")
     final_options = options
@@ -242,19 +346,28 @@ def solve_with_pattern_search(
             raise ValueError("round_tol needs solver='torch' (the final re-solve is warm-started)")
         options = {**options, "tol": float(round_tol)}
     rng = check_random_state(random_state)
-    solution = problem.solve(solver, **options)
+    if warm_start is not None and solver == "torch":
+        solution = problem.solve(solver, warm_start=warm_start, **options)
+    else:
+        solution = problem.solve(solver, **options)
     history = []
     for r in range(rounds + 1):
         mask, gen, values = candidate_patterns(
-            solution, n_steps=n_steps, n_starts=n_starts, ascent_steps=ascent_steps, random_state=rng
-        )
+            solution, n_steps=n_steps, n_starts=n_starts, ascent_steps=ascent_steps,
+            max_ascent=max(200, 4 * max_new), random_state=rng,
+        )  # fmt: skip
+        found = float(values[0]) if len(values) else None
+        gap, search_gap, est_bound = estimated_gap(solution, found)
         history.append({
             "round": r, "n_patterns": problem.n_patterns, "objective": solution.objective,
-            "n_added": int(min(len(values), max_new)) if r < rounds else 0,
-            "max_dual_value": float(values[0]) if len(values) else None,
-            "seconds": time.perf_counter() - start,
+            "n_added": int(min(len(values), max_new)) if r < rounds else 0, "max_dual_value": found,
+            "estimated_gap": gap, "estimated_bound": est_bound, "seconds": time.perf_counter() - start,
         })  # fmt: skip
-        if r == rounds or len(values) == 0:
+        out_of_time = time_limit is not None and time.perf_counter() - start >= time_limit
+        small_gap = gap_tol is not None and search_gap <= gap_tol
+        if out_of_time or small_gap:
+            history[-1]["n_added"] = 0
+        if r == rounds or len(values) == 0 or out_of_time or small_gap:
             if final_options is not options:  # the last pattern set, to the final tolerance
                 warm = (solution.W_pos, solution.W_neg)
                 solution = problem.solve(solver, warm_start=warm, **final_options)
@@ -263,7 +376,7 @@ def solve_with_pattern_search(
         new = Arrangements(mask=mask[:, :max_new], generators=gen[:max_new], exact=False)
         merged = merge_arrangements(problem.arrangements, new)
         P_old = problem.n_patterns
-        problem = ConvexBNProblem(basis, merged, y, beta=beta, loss=loss)
+        problem = ConvexBNProblem(basis, merged, y, beta=beta, loss=loss, implicit_reg=implicit_reg)
         warm = None
         if solver == "torch":  # the old patterns come first in the merged set: pad with zero groups
             pad = ((0, 0), (0, problem.n_patterns - P_old), (0, 0))

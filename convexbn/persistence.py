@@ -35,7 +35,8 @@ FORMAT_VERSION = 1
 _NETWORK_ARRAYS = ("weights", "gamma", "alpha", "output", "running_mean", "running_norm")
 _FITTED_SCALARS = (
     "n_features_in_", "n_neurons_", "objective_", "solver_", "n_iter_", "n_arrangements_",
-    "constraint_violation_", "equivalence_gap_", "_y_ndim",
+    "constraint_violation_", "equivalence_gap_", "_y_ndim", "beta_", "lower_bound_", "gap_",
+    "estimated_gap_", "certified_", "dual_ratio_", "arrangements_method_", "history_",
 )  # fmt: skip
 
 

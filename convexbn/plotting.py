@@ -43,14 +43,19 @@ def plot_comparison(record: dict, out_dir) -> list[Path]:
         t = [max(h["time"], 1e-4) for h in run["curve"]]
         ax.plot(t, [h["objective"] for h in run["curve"]], label=name)
     curve = convex.get("curve", [])
-    if len(curve) > 1:
+    method = convex.get("arrangements_method", "sample")
+    if curve:
         ax.plot(
             [max(h["time"], 1e-4) for h in curve],
             [h["objective"] for h in curve],
-            "k:",
-            label=f"convex solver ({convex['solver']})",
+            "ko-",
+            ms=3,
+            label=f"convex, {method} (one point per round)" if method == "search" else f"convex ({method})",
         )
-    ax.axhline(convex["objective"], color="k", lw=1.5, label=f"convex optimum {convex['objective']:.4g}")
+    ax.axhline(convex["objective"], color="k", lw=1.5, label=f"convex program {convex['objective']:.4g}")
+    if "lower_bound" in convex:
+        ax.axhline(convex["estimated_lower_bound"], color="gray", lw=1, ls=":",
+                   label=f"estimated lower bound {convex['estimated_lower_bound']:.4g}")  # fmt: skip
     grown = record.get("convex_with_sgd_patterns")
     if grown:
         ax.axhline(grown["objective"], color="k", ls="--", lw=1,

@@ -9,10 +9,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from convexbn import ConvexBNClassifier, ConvexBNRegressor
 
 ESTIMATORS = [
-    ConvexBNClassifier(n_arrangements=20, random_state=0),
-    ConvexBNClassifier(loss="cross_entropy", n_arrangements=20, random_state=0),
-    ConvexBNClassifier(loss="squared", n_arrangements=20, random_state=0),
-    ConvexBNRegressor(n_arrangements=20, random_state=0),
+    ConvexBNClassifier(n_arrangements=20, search_rounds=2, random_state=0),
+    ConvexBNClassifier(loss="cross_entropy", n_arrangements=20, search_rounds=2, random_state=0),
+    ConvexBNClassifier(loss="squared", n_arrangements=20, search_rounds=2, random_state=0),
+    ConvexBNRegressor(n_arrangements=20, search_rounds=2, random_state=0),
 ]
 
 

@@ -1,8 +1,10 @@
 """ConvexBNClassifier / ConvexBNRegressor: agreement with the problem API, forward-pass objectives,
 parallel per-output programs, persistence, warm starts and errors."""
 
+import json
 import os
 import pickle
+import re
 import warnings
 
 import joblib
@@ -49,7 +51,9 @@ def _ovr(y_index, C):
 
 def test_binary_matches_problem_api(binary):
     X, y = binary
-    clf = ConvexBNClassifier(beta=1e-2, n_arrangements=30, random_state=0).fit(X, y)
+    clf = ConvexBNClassifier(
+        beta=1e-2, arrangements="sample", n_arrangements=30, solver="clarabel", random_state=0
+    ).fit(X, y)
     n = len(y)
     basis = bn_basis(X)
     arrangements = make_arrangements(basis, 30, random_state=np.random.RandomState(0))
@@ -230,7 +234,8 @@ def test_load_refuses_bad_files(iris, tmp_path, monkeypatch):
         ConvexBNClassifier.load(tmp_path / "missing.npz")
 
     monkeypatch.setattr(convexbn, "__version__", "99.0.0")
-    with pytest.raises(ModelFileError, match=r"written by convexbn 0\.1\.0, this is convexbn 99\.0\.0"):
+    written = re.escape(f"written by convexbn {convexbn.__version__}, this is convexbn 99.0.0")
+    with pytest.raises(ModelFileError, match=written):
         ConvexBNClassifier.load(path)
     loaded = ConvexBNClassifier.load(path, check_version=False)
     np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
@@ -304,3 +309,37 @@ def test_errors(binary):
     with pytest.raises(ValueError, match="X has 4 features, but ConvexBNClassifier is expecting 5"):
         clf.predict(X[:, :4])
     assert not os.path.exists("model.npz")
+
+
+def test_model_file_from_0_1_0_loads_or_names_its_version(iris, tmp_path):
+    # a file as convexbn 0.1.0 wrote it: no arrangements / search_rounds / time_limit parameters, none of
+    # the bound attributes, and its version in the metadata
+    X, y = iris
+    clf = ConvexBNClassifier(beta=1e-3, arrangements="sample", n_arrangements=20, random_state=0).fit(X, y)
+    path = tmp_path / "new.npz"
+    clf.save(path)
+    with np.load(path) as data:
+        contents = {name: data[name] for name in data.files}
+    meta = json.loads(contents.pop("metadata").tobytes().decode())
+    meta["convexbn_version"] = "0.1.0"
+    for name in ("arrangements", "search_rounds", "time_limit"):
+        del meta["params"][name]
+    for name in ("beta_", "lower_bound_", "gap_", "estimated_gap_", "certified_", "dual_ratio_",
+                 "arrangements_method_", "history_"):  # fmt: skip
+        del meta["fitted"][name]
+    old = tmp_path / "old.npz"
+    np.savez(old, metadata=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **contents)
+    message = re.escape(f"written by convexbn 0.1.0, this is convexbn {convexbn.__version__}; pass "
+                        "check_version=False")  # fmt: skip
+    with pytest.raises(ModelFileError, match=message):
+        ConvexBNClassifier.load(old)
+    loaded = ConvexBNClassifier.load(old, check_version=False)
+    np.testing.assert_array_equal(loaded.decision_function(X), clf.decision_function(X))
+    assert loaded.objective_ == clf.objective_ and not hasattr(loaded, "lower_bound_")
+    # the parameters it lacks take today's defaults, so a refit uses the pattern search
+    assert loaded.get_params()["arrangements"] == "auto" and loaded.beta == 1e-3
+    # and a file of this version round-trips the new attributes exactly
+    again = ConvexBNClassifier.load(path)
+    for name in ("beta_", "lower_bound_", "gap_", "estimated_gap_", "certified_", "dual_ratio_",
+                 "arrangements_method_", "history_"):  # fmt: skip
+        assert getattr(again, name) == getattr(clf, name)
