@@ -209,7 +209,7 @@ def _bound_lines(cert: dict, patterns: int) -> list:
     else:
         scope = f"universal bound; {patterns} patterns ({cert['arrangements_method']})"
     lines = [
-        f"bound       certified lower bound {cert['lower_bound']:.10g}, relative gap "
+        f"certificate lower bound {cert['lower_bound']:.10g}, relative gap "
         f"{cert['relative_gap']:.1e} ({scope})"
         + (", CERTIFIED" if cert["certified"] else ""),
     ]

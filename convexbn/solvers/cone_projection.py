@@ -56,6 +56,10 @@ __all__ = ["ConeProjection", "ProjectionMemory", "NumbaBasis", "project_cones", 
 
 PROJECTION_BACKENDS = ("auto", "torch", "numba")
 _PARALLEL_PID: int | None = None  # the process that first ran the parallel numba kernel
+#: Below this many ``rows * n * k`` a call runs the one-thread kernel: a parallel loop's start-up and its
+#: threads' spin-waiting cost more than the work, and on a machine with another busy process they made a
+#: small solve 10x slower (a 40 x 3 problem: 31.6 s with the parallel kernel, 3.0 s with one thread).
+PARALLEL_MIN_WORK = 2_000_000
 
 
 def resolve_projection_backend(backend: str, device: torch.device | str) -> str:
@@ -412,10 +416,11 @@ def _project_cones_numba(a, Uprime, signs, active, threshold, patterns, tol, max
     if _PARALLEL_PID is None:
         _PARALLEL_PID = os.getpid()
     forked = os.getpid() != _PARALLEL_PID
-    project_rows = _cone_kernels.project_rows_serial if forked else _cone_kernels.project_rows
 
     B, k = a.shape
     n = Uprime.shape[0]
+    serial = forked or B * n * k < PARALLEL_MIN_WORK
+    project_rows = _cone_kernels.project_rows_serial if serial else _cone_kernels.project_rows
     basis = NumbaBasis.of(Uprime) if basis is None else basis
     rows = torch.arange(B) if patterns is None else patterns
     act = torch.full((B, k), -1, dtype=torch.long) if active is None else active

@@ -42,6 +42,7 @@ temporaries are ``O(n)`` per thread.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -215,7 +216,7 @@ def duality_gap(maps, X, beta, faces=None, factors=None, F=None):
     return objective, float(lower)
 
 
-def solve_fista(
+def _solve_fista(
     problem,
     *,
     device: str = "cpu",
@@ -430,3 +431,24 @@ def _lipschitz_estimate(maps, shape, dtype, dev, n_power=20):
         est = float(X.norm())
     curvature = 0.25 if maps.loss.name == "logistic" else 1.0
     return max(est * curvature, 1e-12)
+
+
+#: A CPU solve with fewer than this many ``n * P * k`` per operator application runs torch on one thread
+#: (restored after): its tensors are too small to split, and an idle thread pool's spin-waiting, beside
+#: another busy process, made a small solve 5x slower (docs/solvers.md, "Threads").
+ONE_THREAD_MAX_WORK = 2_000_000
+
+
+@functools.wraps(_solve_fista)
+def solve_fista(problem, *, device: str = "cpu", **kwargs):
+    small = torch.device(device).type == "cpu" and (
+        problem.n_samples * problem.n_patterns * problem.dim < ONE_THREAD_MAX_WORK
+    )
+    if not small:
+        return _solve_fista(problem, device=device, **kwargs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _solve_fista(problem, device=device, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
