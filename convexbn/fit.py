@@ -354,8 +354,9 @@ def _solver_options(solver: str, options: dict) -> dict:
 
 _TORCH_KEYS = ("device", "dtype", "progress", "callback", "warm_start", "method", "checkpoint", "resume",
                "checkpoint_every", "projection", "memory_limit", "finish_dtype")  # fmt: skip
-#: The torch solver's default relative gap inside the fit core when the arrangements are searched or
-#: sampled: the restriction's distance from the global optimum dominates a tighter solve.
+#: The torch solver's default relative gap of a pattern search's final solve (``tol`` overrides it): the
+#: restriction's distance from the global optimum dominates a tighter solve. Fixed pattern sets (sampled,
+#: enumerated, given) are solved to the backend's own default.
 SEARCH_TOL = 3e-4
 
 
@@ -401,8 +402,6 @@ def _fit_one(basis, arrangements, y, beta, loss, implicit, method, search: Searc
                 warm_start=warm, **opts,
             )  # fmt: skip
     else:
-        if solver == "torch" and method != "enumerate":
-            options = {"tol": SEARCH_TOL, **{k: v for k, v in options.items() if v is not None}}
         solution, fallback = _solve(problem, requested, options, warm)
         history = [{
             "round": 0, "n_patterns": problem.n_patterns, "objective": solution.objective, "n_added": 0,
@@ -612,7 +611,9 @@ def _warn_about(programs, owner, X, Ys, full_basis, implicit) -> None:
                 f"{j} (status {sol.status!r}); increase max_iter or loosen tol",
                 ConvergenceWarning, stacklevel=3,
             )  # fmt: skip
-        elif p.bounds["own_gap"] > CONTRADICTION_RTOL:
+        elif sol.problem.loss.smooth and p.bounds["own_gap"] > CONTRADICTION_RTOL:
+            # (smooth losses only: for the hinge loss the bound depends on which subgradient the solver
+            # returns as its dual, and a poor one is no contradiction)
             warnings.warn(
                 f"{owner}: solver {sol.solver} reported 'optimal' on program {j}, but the dual certificate "
                 f"over its own {sol.arrangements.n_patterns} patterns leaves a relative gap of "

@@ -175,8 +175,17 @@ def test_compare_end_to_end(tmp_path):
     # the trained networks are feasible for the grown program, so its optimum is below each of them
     for run in record["variants"].values():
         assert grown["objective"] <= run["objective"] * (1 + 1e-6)
+    # the default row is the pattern search: one curve point per round, falling to the reported objective
+    assert convex["arrangements_method"] == "search" and len(convex["curve"]) >= 2
+    objectives = [p["objective"] for p in convex["curve"]]
+    assert objectives[-1] == pytest.approx(convex["objective"], rel=1e-12)
+    assert objectives[-1] < objectives[0]
+    assert convex["curve"][0]["n_patterns"] == 20 < convex["n_arrangements"]
+    assert convex["lower_bound"] <= convex["estimated_lower_bound"] <= convex["objective"]
     table = (out / "table.txt").read_text()
-    assert table in res.stdout and "bn-adam" in table and "convex, P=20" in table
+    assert table in res.stdout and "bn-adam" in table
+    assert f"convex (search, P={convex['n_arrangements']}, {len(objectives) - 1} rounds)" in table
+    assert "bound: certified lower bound" in table
     assert (out / "objective_vs_time.png").stat().st_size > 1000
 
 

@@ -27,7 +27,6 @@ from convexbn import (
     bn_basis,
     make_arrangements,
 )
-from convexbn.estimators import AUTO_CVXPY_MAX_ROWS, _choose_solver
 from convexbn.solvers.closed_form import closed_form_objective
 from convexbn.training import train_bn_network
 
@@ -111,28 +110,16 @@ def test_auto_picks_closed_form_and_agrees_with_clarabel():
     assert auto.n_iter_ == 1
 
 
-def test_auto_threshold():
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((200, 3))
-    basis = bn_basis(X)
-    small = make_arrangements(basis, 50, random_state=0)
-    problem = ConvexBNProblem(basis, small, rng.standard_normal(200), beta=1.0)
-    assert _choose_solver(problem, "auto") == "clarabel"
-    big = make_arrangements(basis, AUTO_CVXPY_MAX_ROWS // 200, method="sample", random_state=0)
-    problem = ConvexBNProblem(basis, big, rng.standard_normal(200), beta=1.0)
-    assert 2 * 200 * big.n_patterns > AUTO_CVXPY_MAX_ROWS
-    assert _choose_solver(problem, "auto") == "torch"
-
-
 def test_regressor_multioutput_and_torch_agree(iris):
     X, _ = iris
     Y = np.column_stack([np.sin(X[:, 0]), X[:, 1] * X[:, 2]])
-    conic = ConvexBNRegressor(beta=1e-2, n_arrangements=20, random_state=0).fit(X, Y)
-    fo = ConvexBNRegressor(beta=1e-2, n_arrangements=20, random_state=0, solver="torch", tol=1e-8).fit(X, Y)
+    same = {"beta": 1e-2, "arrangements": "sample", "n_arrangements": 20, "random_state": 0}
+    conic = ConvexBNRegressor(solver="clarabel", **same).fit(X, Y)
+    fo = ConvexBNRegressor(solver="torch", tol=1e-8, **same).fit(X, Y)
     assert conic.predict(X).shape == Y.shape
     assert fo.objective_ == pytest.approx(conic.objective_, rel=1e-5)
     assert conic.network_.objective(X, Y) / len(Y) == pytest.approx(conic.objective_, rel=1e-6)
-    one = ConvexBNRegressor(beta=1e-2, n_arrangements=20, random_state=0).fit(X, Y[:, 0])
+    one = ConvexBNRegressor(solver="clarabel", **same).fit(X, Y[:, 0])
     assert one.predict(X).shape == (len(Y),)
     # the two-output fit is the two one-output programs side by side
     np.testing.assert_allclose(conic.predict(X)[:, 0], one.predict(X), rtol=1e-6, atol=1e-8)
@@ -233,8 +220,8 @@ def test_load_refuses_bad_files(iris, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError):
         ConvexBNClassifier.load(tmp_path / "missing.npz")
 
-    monkeypatch.setattr(convexbn, "__version__", "99.0.0")
     written = re.escape(f"written by convexbn {convexbn.__version__}, this is convexbn 99.0.0")
+    monkeypatch.setattr(convexbn, "__version__", "99.0.0")
     with pytest.raises(ModelFileError, match=written):
         ConvexBNClassifier.load(path)
     loaded = ConvexBNClassifier.load(path, check_version=False)
@@ -247,14 +234,16 @@ def test_convergence_warning_and_warm_start(iris):
     with pytest.warns(ConvergenceWarning, match="increase max_iter"):
         ConvexBNRegressor(n_arrangements=20, random_state=0, solver="torch", max_iter=5).fit(X, y)
 
-    reg = ConvexBNRegressor(beta=1e-2, n_arrangements=20, random_state=0, solver="torch", warm_start=True)
+    # warm starts on a fixed pattern set (a search grows its own from the previous fit's: test_fit.py)
+    same = {"arrangements": "sample", "n_arrangements": 20, "random_state": 0, "solver": "torch"}
+    reg = ConvexBNRegressor(beta=1e-2, warm_start=True, **same)
     reg.fit(X, y)
     reg.set_params(beta=1.1e-2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         reg.fit(X, y)
     warm_iters, warm_obj = reg.n_iter_, reg.objective_
-    cold = ConvexBNRegressor(beta=1.1e-2, n_arrangements=20, random_state=0, solver="torch").fit(X, y)
+    cold = ConvexBNRegressor(beta=1.1e-2, **same).fit(X, y)
     assert warm_obj == pytest.approx(cold.objective_, rel=1e-5)
     assert warm_iters < cold.n_iter_
 

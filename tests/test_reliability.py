@@ -34,7 +34,8 @@ C0 = (X0[:, 0] > 0).astype(int)
 
 
 def _small_regressor(**kw):
-    return ConvexBNRegressor(n_arrangements=6, random_state=0, **kw)
+    # six sampled patterns: these tests are about failures and their messages, not the pattern search
+    return ConvexBNRegressor(arrangements="sample", n_arrangements=6, random_state=0, **kw)
 
 
 # --- bad input: the same message at the library function and at both estimators ---------------------
@@ -270,7 +271,8 @@ def test_huge_beta_is_a_valid_empty_network_in_the_estimator():
 
 def test_tiny_beta_interpolates_and_the_torch_solver_says_when_it_is_not_done():
     X, y, beta = SCENARIOS["tiny beta"]
-    model = ConvexBNRegressor(beta=beta / len(y), n_arrangements=20, random_state=0).fit(X, y)
+    model = ConvexBNRegressor(beta=beta / len(y), arrangements="sample", n_arrangements=20, random_state=0)
+    model.fit(X, y)
     assert model.objective_ < 1e-7 and model.equivalence_gap_ < 1e-6
     basis = bn_basis(X)
     problem = ConvexBNProblem(basis, sample_arrangements(basis, 20, random_state=0), y, beta=beta)
@@ -285,17 +287,18 @@ def test_estimator_reports_the_equivalence_gap_and_warns_when_it_fails(monkeypat
     model = _small_regressor(solver="clarabel").fit(X0, Y0)
     assert model.equivalence_gap_ < 1e-8
     # an infeasible "solution" (cone constraints broken): the gap is measured and explained
-    from convexbn import estimators
+    import dataclasses
 
-    real = estimators._solve_one
+    from convexbn import fit
 
-    def broken(problem, solver, options, fallback):
-        res = real(problem, solver, options, fallback)
-        res["objective"] *= 0.9
-        res["violation"] = 0.25
-        return res
+    real = fit._solve
 
-    monkeypatch.setattr(estimators, "_solve_one", broken)
+    def broken(problem, requested, options, warm=None):
+        solution, fallback = real(problem, requested, options, warm)
+        broken = dataclasses.replace(solution, objective=0.9 * solution.objective, constraint_violation=0.25)
+        return broken, fallback
+
+    monkeypatch.setattr(fit, "_solve", broken)
     with pytest.warns(ConvergenceWarning, match=r"differs from the convex objective .* violation 2\.5e-01"):
         bad = _small_regressor(solver="clarabel").fit(X0, Y0)
     assert bad.equivalence_gap_ == pytest.approx(1 / 0.9 - 1, rel=1e-6)
@@ -384,9 +387,13 @@ def test_auto_falls_back_to_torch_when_the_conic_solver_fails(monkeypatch):
         raise SolverError("cvxpy solver CLARABEL failed: injected")
 
     monkeypatch.setattr(cvxpy_backend, "_run", dead)
+    # the hinge loss is the one "auto" gives to Clarabel (the smooth losses go to the torch solver)
+    hinge = {"loss": "hinge", "arrangements": "sample", "n_arrangements": 6, "random_state": 0}
     with pytest.warns(SolverWarning, match="solved it with the torch solver instead"):
-        model = _small_regressor(solver="auto").fit(X0, Y0)
+        model = ConvexBNClassifier(solver="auto", **hinge).fit(X0, C0)
     assert model.solver_ == "torch"
+    with pytest.raises(SolverError, match="found no optimal solution"):
+        ConvexBNClassifier(solver="clarabel", **hinge).fit(X0, C0)
     with pytest.raises(SolverError, match="found no optimal solution"):
         _small_regressor(solver="clarabel").fit(X0, Y0)
 
