@@ -135,9 +135,9 @@ def row(name, beta_label, est, Xtr, Xte, ytr, yte, n_runs, epochs):
         "test_mlp": mlp.score(Xte, yte),
         "warnings": sorted({f"{w.category.__name__}: {str(w.message)[:120]}" for w in caught}),
     }
-    print(f"{name:14s} {beta_label:5s} obj {objective:11.5g} ({out['seconds']:6.1f} s)  adam best {best:11.5g} "
-          f"({out['objective_vs_adam']:+.2%}, run {out['adam_run_seconds']:.1f} s)  test {out['test_convex']:.3f}"
-          f" / mlp {out['test_mlp']:.3f}", flush=True)  # fmt: skip
+    print(f"{name:14s} {beta_label:5s} obj {objective:11.5g} ({out['seconds']:6.1f} s)  adam best "
+          f"{best:11.5g} ({out['objective_vs_adam']:+.2%}, run {out['adam_run_seconds']:.1f} s)  test "
+          f"{out['test_convex']:.3f} / mlp {out['test_mlp']:.3f}", flush=True)  # fmt: skip
     return out
 
 
@@ -164,8 +164,8 @@ def markdown(rows, meta) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+",
-                        default=["breast_cancer", "diabetes", "wine", "iris", "digits_4v9", "digits_10"])  # fmt: skip
+    names = ["breast_cancer", "diabetes", "wine", "iris", "digits_4v9", "digits_10"]
+    parser.add_argument("--datasets", nargs="+", default=names)
     parser.add_argument("--weak-factor", type=float, default=5.0, help="second beta = auto beta / this")
     parser.add_argument("--runs", type=int, default=5, help="Adam runs per row")
     parser.add_argument("--epochs", type=int, default=2000, help="Adam epochs (full batch)")
