@@ -106,9 +106,9 @@ def row(name, beta_label, est, Xtr, Xte, ytr, yte, n_runs, epochs):
     runs = adam_runs(Xtr, Y, width, est.beta_ * n, loss, objective, n_runs, epochs)
     best = min(r["best_objective"] for r in runs)
     if regression:
-        mlp = MLPRegressor((width,), max_iter=2000, random_state=0).fit(Xtr, ytr)
+        mlp = MLPRegressor(hidden_layer_sizes=(width,), max_iter=2000, random_state=0).fit(Xtr, ytr)
     else:
-        mlp = MLPClassifier((width,), max_iter=2000, random_state=0).fit(Xtr, ytr)
+        mlp = MLPClassifier(hidden_layer_sizes=(width,), max_iter=2000, random_state=0).fit(Xtr, ytr)
     out = {
         "dataset": name,
         "beta": beta_label,
@@ -142,8 +142,12 @@ def row(name, beta_label, est, Xtr, Xte, ytr, yte, n_runs, epochs):
 
 
 def markdown(rows, meta) -> str:
+    order = ["breast_cancer", "diabetes", "wine", "iris", "digits_4v9", "digits_10"]
+    rows = sorted(rows, key=lambda r: (order.index(r["dataset"]) if r["dataset"] in order else 99))
     lines = [
-        f"Default estimator vs Adam and MLP ({meta['command']}; {meta['machine']}).",
+        f"Default estimator vs Adam and MLP ({meta['machine']}), from:",
+        "",
+        *[f"    {c}" for c in meta["commands"]],
         "",
         "| dataset | beta | beta (summed) | objective (3) | time [s] | certified gap | estimated gap | "
         "rounds / P | neurons | best of 5 Adam | vs Adam | Adam run [s] | Adam to convex [s] | "
@@ -171,31 +175,44 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=2000, help="Adam epochs (full batch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/defaults")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows already in OUT.json (other datasets) and add these")  # fmt: skip
     args = parser.parse_args(argv)
 
     warm = ConvexBNRegressor(random_state=0)
     rng = np.random.default_rng(0)
     warm.fit(rng.standard_normal((50, 4)), rng.standard_normal(50))  # load the kernels: warm timings
 
-    rows = []
+    rows, commands = [], []
+    if args.append and os.path.exists(args.out + ".json"):
+        with open(args.out + ".json") as handle:
+            old = json.load(handle)
+        rows = [r for r in old["rows"] if r["dataset"] not in args.datasets]
+        commands = old["meta"]["commands"]
+    command = "python benchmarks/bench_defaults.py " + " ".join(argv if argv is not None else os.sys.argv[1:])
+
+    def save():
+        meta = {
+            "commands": commands + [command],
+            "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}",
+        }
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out + ".json", "w") as handle:
+            json.dump({"meta": meta, "rows": rows}, handle, indent=1)
+        with open(args.out + ".md", "w") as handle:
+            handle.write(markdown(rows, meta))
+        return meta
+
     for name, (X, y) in datasets(args.datasets).items():
         Xtr, Xte, ytr, yte = split(name, X, y, args.seed)
         cls = ConvexBNRegressor if name == "diabetes" else ConvexBNClassifier
         default = cls(random_state=args.seed)
         rows.append(row(name, "auto", default, Xtr, Xte, ytr, yte, args.runs, args.epochs))
+        save()
         weak = cls(beta=rows[-1]["beta_summed"] / len(ytr) / args.weak_factor, random_state=args.seed)
         rows.append(row(name, f"/{args.weak_factor:g}", weak, Xtr, Xte, ytr, yte, args.runs, args.epochs))
-
-    meta = {
-        "command": "python benchmarks/bench_defaults.py " + " ".join(argv or os.sys.argv[1:]),
-        "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}",
-    }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".json", "w") as handle:
-        json.dump({"meta": meta, "rows": rows}, handle, indent=1)
-    with open(args.out + ".md", "w") as handle:
-        handle.write(markdown(rows, meta))
-    print(markdown(rows, meta))
+        save()
+    print(markdown(rows, save()))
 
 
 if __name__ == "__main__":
