@@ -174,6 +174,8 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=5, help="Adam runs per row")
     parser.add_argument("--epochs", type=int, default=2000, help="Adam epochs (full batch)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--search-rounds", type=int, default=None,
+                        help="the estimators' search_rounds (default: theirs, 10)")  # fmt: skip
     parser.add_argument("--out", default="benchmarks/results/defaults")
     parser.add_argument("--append", action="store_true",
                         help="keep the rows already in OUT.json (other datasets) and add these")  # fmt: skip
@@ -206,10 +208,12 @@ def main(argv=None):
     for name, (X, y) in datasets(args.datasets).items():
         Xtr, Xte, ytr, yte = split(name, X, y, args.seed)
         cls = ConvexBNRegressor if name == "diabetes" else ConvexBNClassifier
-        default = cls(random_state=args.seed)
+        budget = {} if args.search_rounds is None else {"search_rounds": args.search_rounds}
+        default = cls(random_state=args.seed, **budget)
         rows.append(row(name, "auto", default, Xtr, Xte, ytr, yte, args.runs, args.epochs))
         save()
-        weak = cls(beta=rows[-1]["beta_summed"] / len(ytr) / args.weak_factor, random_state=args.seed)
+        weak_beta = rows[-1]["beta_summed"] / len(ytr) / args.weak_factor
+        weak = cls(beta=weak_beta, random_state=args.seed, **budget)
         rows.append(row(name, f"/{args.weak_factor:g}", weak, Xtr, Xte, ytr, yte, args.runs, args.epochs))
         save()
     print(markdown(rows, save()))

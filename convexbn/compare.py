@@ -323,9 +323,12 @@ def compare_with_sgd(
         merged = merge_arrangements(
             solution.arrangements, *(network_arrangements(basis, net) for net in trained)
         )
+        from .fit import SEARCH_TOL
+
         fit_sgd = fit_convex_bn(
             X, [y], beta, loss=lossf.name, arrangements=merged, solver=solver,
-            solver_options=solver_options, random_state=random_state, basis=basis,
+            solver_options={"tol": SEARCH_TOL, **(solver_options or {})}, random_state=random_state,
+            basis=basis,
             warm=[(solution.arrangements, solution.W_pos, solution.W_neg)], owner="compare_with_sgd",
         )  # fmt: skip
         sol, net = fit_sgd.programs[0].solution, fit_sgd.network

@@ -309,7 +309,9 @@ def solve_with_pattern_search(
     gap_tol : float, optional
         Stop once the oracle's candidates lower the estimated dual bound by at most this fraction of the
         objective (``search_gap`` of :func:`estimated_gap`): more patterns could then lower the objective
-        by about that much at most, if no pattern is more violated than those the oracle found.
+        by about that much at most, if no pattern is more violated than those the oracle found. With
+        ``round_tol``, the stop is confirmed at the final tolerance: the pattern set is re-solved to it and
+        the oracle asked again, and the search goes on if it now finds more.
     implicit_reg : optional
         Spectral filter of the program (docs/math.md section 9); ``arrangements`` are then patterns of the
         filtered basis.
@@ -365,6 +367,22 @@ def solve_with_pattern_search(
         })  # fmt: skip
         out_of_time = time_limit is not None and time.perf_counter() - start >= time_limit
         small_gap = gap_tol is not None and search_gap <= gap_tol
+        if small_gap and r < rounds and not out_of_time and final_options is not options:
+            # the oracle saw little at the rounds' tolerance: look again at the final one before stopping
+            warm = (solution.W_pos, solution.W_neg)
+            solution = problem.solve(solver, warm_start=warm, **final_options)
+            mask, gen, values = candidate_patterns(
+                solution, n_steps=n_steps, n_starts=n_starts, ascent_steps=ascent_steps,
+                max_ascent=max(200, 4 * max_new), random_state=rng,
+            )  # fmt: skip
+            found = float(values[0]) if len(values) else None
+            gap, search_gap, est_bound = estimated_gap(solution, found)
+            history[-1].update(objective=solution.objective, max_dual_value=found, estimated_gap=gap,
+                               estimated_bound=est_bound, seconds=time.perf_counter() - start)  # fmt: skip
+            small_gap = search_gap <= gap_tol
+            if small_gap:
+                history[-1]["n_added"] = 0
+                break
         if out_of_time or small_gap:
             history[-1]["n_added"] = 0
         if r == rounds or len(values) == 0 or out_of_time or small_gap:
