@@ -13,7 +13,8 @@ The pieces, each in its own module (spec: ``shared/spec/convex-bn.md``):
 - :mod:`convexbn.implicit_reg` -- spectral filters encoding gradient descent's implicit bias (spec 9);
 - :mod:`convexbn.deep` / :mod:`convexbn.post_relu` -- layerwise deep BN networks and BN after the ReLU
   (spec 10);
-- :mod:`convexbn.estimators` -- scikit-learn estimators composing the above;
+- :mod:`convexbn.fit` -- the fit core: data -> patterns (searched) -> programs -> network -> bounds;
+- :mod:`convexbn.estimators` -- scikit-learn estimators over the fit core;
 - :mod:`convexbn.persistence` -- portable save/load of fitted estimators.
 """
 
@@ -31,6 +32,7 @@ from .basis import BNBasis, bn_basis
 from .certificate import Certificate, certify
 from .deep import DeepBNNetwork, fit_layerwise
 from .estimators import ConvexBNClassifier, ConvexBNRegressor
+from .fit import ConvexFit, SearchOptions, fit_convex_bn
 from .implicit_reg import SpectralFilter, filtered_basis, implicit_objective, spectral_filter
 from .losses import get_loss
 from .network import BNNetwork, concatenate_networks
@@ -58,6 +60,8 @@ __all__ = [
     "ConvexBNProblem",
     "ConvexBNRegressor",
     "ConvexBNSolution",
+    "ConvexFit",
+    "SearchOptions",
     "SolverError",
     "SolverWarning",
     "available_solvers",
@@ -67,6 +71,7 @@ __all__ = [
     "concatenate_networks",
     "enumerate_arrangements",
     "filtered_basis",
+    "fit_convex_bn",
     "fit_layerwise",
     "implicit_objective",
     "get_loss",

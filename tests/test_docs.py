@@ -21,5 +21,6 @@ def test_docs_build_strict(tmp_path):
     for name in convexbn.__all__:  # every public name has an entry in the API reference
         assert f'.{name}"' in api, name
     tutorial = (tmp_path / "site" / "tutorial" / "index.html").read_text()
-    assert "convex + trained nets" in tutorial  # the snippet of benchmarks/results/cli_compare.txt
+    # the snippet of benchmarks/results/cli_compare.txt: the search row and the bound line
+    assert "convex (search, P=" in tutorial and "bound: certified lower bound" in tutorial
     assert (tmp_path / "site" / "img" / "objective_vs_time.png").stat().st_size > 10_000
