@@ -94,10 +94,11 @@ def test_fista_gap_is_the_certificate_bound():
 def test_torch_hinge_is_close_to_clarabel():
     # the hinge loss is solved through Huber smoothing with continuation down to mu = 1e-7; each smoothing
     # level's FISTA run ends on the subgradient rule or when its objective stalls (rel_change), so the
-    # continuation finishes within the budget (measured: 14785 iterations, 8e-8 from Clarabel)
+    # continuation finishes within the budget (measured: 14785 iterations, 8e-8 from Clarabel, on one
+    # machine; 55015 iterations, 1e-7, on another: the stall rule follows the rounding, so the budget is wide)
     X, y, problem = _problem("hinge", "gated")
     ref = problem.solve("clarabel")
-    sol = problem.solve("torch")
+    sol = problem.solve("torch", max_iter=100_000)
     assert sol.status == "optimal"
     assert sol.objective == pytest.approx(ref.objective, rel=1e-6)
     # with a budget too small for the continuation, the result is labelled (and warned about)
