@@ -1,7 +1,8 @@
 """scikit-learn's own estimator checks (sklearn.utils.estimator_checks), none skipped.
 
-The checked instances differ from the defaults only in ``n_arrangements=20`` (speed: each check fits
-several times) and a fixed ``random_state`` (the checks set one anyway where they need determinism).
+The checked instances differ from the defaults only in ``n_arrangements=20`` and ``search_rounds=1``
+(speed: each check fits several times; one round still runs the pattern search) and a fixed
+``random_state`` (the checks set one anyway where they need determinism).
 """
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -9,10 +10,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from convexbn import ConvexBNClassifier, ConvexBNRegressor
 
 ESTIMATORS = [
-    ConvexBNClassifier(n_arrangements=20, search_rounds=2, random_state=0),
-    ConvexBNClassifier(loss="cross_entropy", n_arrangements=20, search_rounds=2, random_state=0),
-    ConvexBNClassifier(loss="squared", n_arrangements=20, search_rounds=2, random_state=0),
-    ConvexBNRegressor(n_arrangements=20, search_rounds=2, random_state=0),
+    ConvexBNClassifier(n_arrangements=20, search_rounds=1, random_state=0),
+    ConvexBNClassifier(loss="cross_entropy", n_arrangements=20, search_rounds=1, random_state=0),
+    ConvexBNClassifier(loss="squared", n_arrangements=20, search_rounds=1, random_state=0),
+    ConvexBNRegressor(n_arrangements=20, search_rounds=1, random_state=0),
 ]
 
 
