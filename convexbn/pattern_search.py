@@ -352,14 +352,18 @@ def solve_with_pattern_search(
         solution = problem.solve(solver, warm_start=warm_start, **options)
     else:
         solution = problem.solve(solver, **options)
-    history = []
-    for r in range(rounds + 1):
+    def ask_oracle(solution):
+        """The violating candidates at ``solution``, the largest value, and the estimated gaps."""
         mask, gen, values = candidate_patterns(
             solution, n_steps=n_steps, n_starts=n_starts, ascent_steps=ascent_steps,
             max_ascent=max(200, 4 * max_new), random_state=rng,
         )  # fmt: skip
         found = float(values[0]) if len(values) else None
-        gap, search_gap, est_bound = estimated_gap(solution, found)
+        return (mask, gen, values, found, *estimated_gap(solution, found))
+
+    history = []
+    for r in range(rounds + 1):
+        mask, gen, values, found, gap, search_gap, est_bound = ask_oracle(solution)
         history.append({
             "round": r, "n_patterns": problem.n_patterns, "objective": solution.objective,
             "n_added": int(min(len(values), max_new)) if r < rounds else 0, "max_dual_value": found,
@@ -371,12 +375,7 @@ def solve_with_pattern_search(
             # the oracle saw little at the rounds' tolerance: look again at the final one before stopping
             warm = (solution.W_pos, solution.W_neg)
             solution = problem.solve(solver, warm_start=warm, **final_options)
-            mask, gen, values = candidate_patterns(
-                solution, n_steps=n_steps, n_starts=n_starts, ascent_steps=ascent_steps,
-                max_ascent=max(200, 4 * max_new), random_state=rng,
-            )  # fmt: skip
-            found = float(values[0]) if len(values) else None
-            gap, search_gap, est_bound = estimated_gap(solution, found)
+            mask, gen, values, found, gap, search_gap, est_bound = ask_oracle(solution)
             history[-1].update(objective=solution.objective, max_dual_value=found, estimated_gap=gap,
                                estimated_bound=est_bound, seconds=time.perf_counter() - start)  # fmt: skip
             small_gap = search_gap <= gap_tol
