@@ -11,9 +11,10 @@ For each dataset (70/30 split, inputs standardized on the training part; diabete
 * test accuracy (R^2 for diabetes) of the convex network and of ``MLPClassifier`` / ``MLPRegressor`` with
   the same hidden width.
 
-Multi-class datasets (wine, iris, digits 10-class) are per-output (one-vs-rest) programs, whose summed
-objective is that of the concatenated network; Adam trains one network whose neurons serve every output,
-a larger model class at the same width, so it can end below the per-output programs (issue 29).
+Multi-class datasets (wine, iris, digits 10-class) are fitted by the estimator's default for several
+classes: since issue 29 one shared-neuron network (one-vs-rest logistic columns, docs/math.md section 8),
+the same model class as Adam's network. Rows written before that (the per-output programs) say so in
+``neurons``; ``benchmarks/bench_multiclass.py`` compares the two.
 
 The first fit of each process loads numba's compiled kernels and torch's operators (about 1-2 s); the script
 runs one small fit first so the timed rows are warm (a cold first call is measured by issue 30).
@@ -116,6 +117,7 @@ def row(name, beta_label, est, Xtr, Xte, ytr, yte, n_runs, epochs):
         "n_train": n,
         "n_features": Xtr.shape[1],
         "programs": len(est.fit_.programs),
+        "neurons": getattr(est, "neurons_", "per_output"),
         "objective": objective,
         "seconds": seconds,
         "lower_bound": est.lower_bound_ * n,
@@ -157,6 +159,8 @@ def markdown(rows, meta) -> str:
     for r in rows:
         reach = "-" if r["adam_seconds_to_convex"] is None else f"{r['adam_seconds_to_convex']:.1f}"
         per_output = f" ({r['programs']} programs)" if r["programs"] > 1 else ""
+        if r.get("neurons") == "shared":
+            per_output = " (shared neurons)"
         lines.append(
             f"| {r['dataset']}{per_output} | {r['beta']} | {r['beta_summed']:.4g} | {r['objective']:.6g} | "
             f"{r['seconds']:.1f} | {r['gap']:.1%} | {r['estimated_gap']:.2%} | {r['rounds']} / "

@@ -167,9 +167,12 @@ def certify_network(
     Parameters
     ----------
     network : BNNetwork
-        With one output, or with each hidden neuron feeding one output (the per-output class of spec
-        section 8, which is what convexbn's solvers return); a neuron feeding several outputs belongs to a
-        larger class whose optimum may lie below this bound, and is refused.
+        With one output or with each hidden neuron feeding one output: the certificate of the per-output
+        class (spec section 8) over the checked patterns. With a neuron feeding several outputs (a
+        shared-neuron network, docs/math.md section 8): the certificate of the shared class, condition
+        (8b), over the network's own neurons and, when ``arrangements`` holds every pattern, exactly
+        (``exact_shared_value``); otherwise over the neurons the ascent oracle visits from random starts,
+        which bounds the optimum over those neurons only (``exact`` False). Smooth losses only.
     X : array-like of shape (n, d)
         The network's training data (BN's statistics are those of ``X``).
     y : array-like
@@ -187,16 +190,13 @@ def certify_network(
 
     X = network._check_X(X)
     shared = np.count_nonzero(network.output, axis=1) > 1
-    if np.any(shared):
-        raise ValueError(
-            f"{int(shared.sum())} hidden neurons feed several outputs; the certificate covers networks whose "
-            "neurons each feed one output (spec section 8)"
-        )
     basis = bn_basis(X)
     if arrangements is None:
         arrangements = make_arrangements(basis, n_arrangements, random_state=random_state)
     elif arrangements.n_samples != X.shape[0]:
         raise ValueError("arrangements were built for a different number of samples")
+    if np.any(shared):
+        return _shared_certificate(network, X, y, basis, arrangements, random_state, tol)
     checked = arrangements
     if network.n_neurons:
         checked = merge_arrangements(arrangements, network_arrangements(basis, network))
@@ -231,3 +231,40 @@ def _certificate(problem, arrangements: Arrangements, grad: np.ndarray, objectiv
         worst_pattern=int(np.unravel_index(values.argmax(), values.shape)[1]) if values.size else -1,
         tol=tol,
     )
+
+
+def _shared_certificate(network, X, y, basis, arrangements, random_state, tol: float) -> Certificate:
+    """:func:`certify_network` for a network whose neurons feed several outputs (condition (8b))."""
+    from .losses import get_loss
+    from .neuron_search import ascent_neurons, exact_shared_value
+    from .shared_problem import SharedOutputProblem, network_atoms
+
+    lossf = get_loss(network.loss)
+    if not lossf.smooth:
+        raise ValueError(
+            f"the shared-neuron certificate needs a smooth loss, the network's is {lossf.name!r}"
+        )
+    Y = lossf.encode_targets(y)
+    F = network.forward(X, training=True)
+    if F.shape != Y.shape:
+        raise ValueError(f"y encodes to shape {Y.shape}, the network outputs {F.shape}")
+    grad = lossf.grad(F, Y)
+    lam = -grad
+    own = SharedOutputProblem(basis, network_atoms(X, network), Y, network.beta, lossf.name)
+    value = float(own.atom_dual_values(lam).max(initial=0.0))
+    if arrangements.exact:
+        value = max(value, exact_shared_value(basis.Uprime, lam, arrangements.mask)[0])
+        checked = arrangements.n_patterns
+    else:
+        found = ascent_neurons(basis.Uprime, lam, n_starts=max(arrangements.n_patterns, 200),
+                               random_state=random_state)[3]  # fmt: skip
+        value = max(value, float(found[0]) if len(found) else 0.0)
+        checked = int(len(found))
+    objective = network.objective(X, y)
+    lower = own.dual_bound(F, value)
+    rel = (objective - lower) / max(abs(objective), 1e-12)
+    return Certificate(
+        max_dual_value=value, ratio=value / network.beta, objective=objective, lower_bound=lower,
+        gap=objective - lower, relative_gap=rel, certified=bool(rel <= tol), exact=bool(arrangements.exact),
+        n_checked=checked, worst_pattern=-1, tol=tol,
+    )  # fmt: skip

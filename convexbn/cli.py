@@ -71,7 +71,9 @@ def _count(value: str):
 def _search_options(args):
     from .fit import SearchOptions
 
-    return SearchOptions(rounds=args.rounds, time_limit=args.time_limit)
+    if args.rounds is None:
+        return SearchOptions(time_limit=args.time_limit)
+    return SearchOptions(rounds=args.rounds, shared_rounds=args.rounds, time_limit=args.time_limit)
 
 
 def _bounds_report(fit) -> dict:
@@ -147,7 +149,7 @@ def _solve(args) -> dict:
             X, [y], args.beta, loss=loss, arrangements=args.patterns, n_arrangements=args.arrangements,
             search=_search_options(args), solver=args.solver.replace("-", "_"),
             solver_options=_solver_options(args), implicit_reg=args.implicit_reg, random_state=args.seed,
-            owner="convexbn solve",
+            owner="convexbn solve", neurons=args.neurons,
         )  # fmt: skip
     (program,) = fit.programs
     solution, network = program.solution, fit.network
@@ -162,6 +164,7 @@ def _solve(args) -> dict:
         "beta": fit.beta,
         "beta_requested": args.beta,
         "implicit_reg": str(solution.problem.implicit_reg),
+        "neurons": fit.info.get("neurons", "per_output"),
         "arrangements": solution.arrangements.n_patterns,
         "exact_arrangements": bool(solution.arrangements.exact),
         "solver": solution.solver,
@@ -267,6 +270,7 @@ def _compare(args) -> dict:
         solver_options=options, variants=variants, epochs=args.epochs,
         batch_size=args.batch_size or None, resolve_with_sgd_patterns=not args.no_sgd_patterns,
         landscape_every=args.landscape_every or None, random_state=args.seed, progress=not args.quiet,
+        neurons=args.neurons,
     )  # fmt: skip
     record["data"] = dataset.source
     record["total_time_s"] = time.perf_counter() - start
@@ -294,7 +298,8 @@ def _path(args) -> dict:
     from .basis import bn_basis
     from .compare import evaluate_predictions
     from .data import encode_task, split_and_standardize
-    from .fit import estimate_critical_beta, fit_convex_bn
+    from .fit import estimate_critical_beta, estimate_shared_critical_beta, fit_convex_bn, warm_state
+    from .losses import get_loss
 
     dataset = _load(args)
     loss, y, _ = encode_task(dataset, args.loss)
@@ -302,7 +307,15 @@ def _path(args) -> dict:
         dataset.X, y, test_size=args.test_size, random_state=args.seed, scale_target=loss == "squared"
     )
     basis = bn_basis(X)
-    beta_max = estimate_critical_beta(basis, y, loss, random_state=args.seed)
+    Y = get_loss(loss).encode_targets(y)
+    shared = args.neurons == "shared" or (
+        args.neurons == "auto" and Y.shape[1] >= 2 and get_loss(loss).smooth
+        and args.solver in ("auto", "torch")
+    )
+    if shared:  # the empty network's dual value over shared neurons (eq. (8b))
+        beta_max = estimate_shared_critical_beta(basis, Y, loss, random_state=args.seed)
+    else:
+        beta_max = estimate_critical_beta(basis, y, loss, random_state=args.seed)
     if args.betas:
         betas = np.asarray(args.betas, dtype=np.float64)
         if np.any(~np.isfinite(betas)) or np.any(betas <= 0):
@@ -320,11 +333,11 @@ def _path(args) -> dict:
         fit = fit_convex_bn(
             X, [y], float(beta), loss=loss, arrangements=args.patterns, n_arrangements=args.arrangements,
             search=_search_options(args), solver=args.solver.replace("-", "_"), solver_options=options,
-            random_state=args.seed, warm=warm, basis=basis, owner="convexbn path",
+            random_state=args.seed, warm=warm, basis=basis, owner="convexbn path", neurons=args.neurons,
         )  # fmt: skip
         (program,) = fit.programs
         solution, network = program.solution, fit.network
-        warm = [(solution.arrangements, solution.W_pos, solution.W_neg)]
+        warm = [warm_state(solution)]
         solvers.append(solution.solver)
         points.append(
             {
@@ -487,7 +500,14 @@ def _program_arguments(parser: argparse.ArgumentParser, beta, solver: str) -> No
                         "pattern), auto (enumerate when cheap, else search)")  # fmt: skip
     parser.add_argument("--arrangements", type=_count, default="auto",
                         help="initial sample size (auto: clip(4 (rank + 1), 50, 1000))")  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=10, help="pattern-search rounds at most")
+    parser.add_argument("--neurons", choices=("auto", "shared", "per_output"), default="auto",
+                        help="several outputs (classes): shared (one network whose hidden neurons feed "
+                        "every output, the joint program), per_output (one program per output, or one "
+                        "per pattern and output for cross-entropy), auto (shared for smooth losses with "
+                        "the auto/torch solver)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="search rounds at most (default 10 pattern rounds; 30 atom rounds with "
+                        "shared neurons)")  # fmt: skip
     parser.add_argument("--time-limit", type=float, default=None,
                         help="seconds after which the search starts no new round")  # fmt: skip
     parser.add_argument("--solver", choices=SOLVERS, default=solver)

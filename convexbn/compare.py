@@ -27,6 +27,7 @@ from .losses import get_loss
 from .nn import TwoLayerNet, convex_program_loss, probe_landscape, train_network
 from .problem import ConvexBNProblem
 from .recovery import recover_network
+from .shared_problem import network_atoms
 
 __all__ = [
     "format_report",
@@ -117,6 +118,7 @@ def compare_with_sgd(
     landscape_steps: Sequence[float] = tuple(np.linspace(0.5, 4.0, 8)),
     random_state: int = 0,
     progress: bool = False,
+    neurons: str = "auto",
 ) -> dict:
     """Solve the convex program, train every variant with the same objective (3), and compare.
 
@@ -168,6 +170,9 @@ def compare_with_sgd(
         Seeds the arrangements, the initializations and the batch orders.
     progress : bool
         tqdm bars for the training runs.
+    neurons : {"auto", "shared", "per_output"}
+        Several outputs: the shared-neuron program or per-output programs (:func:`convexbn.fit_convex_bn`).
+        With shared neurons the re-solve with the trained networks adds their neurons as atoms.
 
     Returns
     -------
@@ -208,9 +213,10 @@ def compare_with_sgd(
     fit = fit_convex_bn(
         X, [y], beta, loss=lossf.name, arrangements=arrangements, n_arrangements=n_arrangements,
         search=search, solver=solver, solver_options=options, random_state=random_state, basis=basis,
-        owner="compare_with_sgd",
+        owner="compare_with_sgd", neurons=neurons,
     )  # fmt: skip
     beta = fit.beta
+    shared = fit.info.get("neurons") == "shared"
     (program,) = fit.programs
     solution, network = program.solution, fit.network
     problem = solution.problem
@@ -320,23 +326,29 @@ def compare_with_sgd(
 
     with_sgd = None
     if resolve_with_sgd_patterns and trained:
-        merged = merge_arrangements(
-            solution.arrangements, *(network_arrangements(basis, net) for net in trained)
-        )
-        from .fit import SEARCH_TOL
+        from .fit import SEARCH_TOL, warm_state
+
+        if shared:  # the trained networks' neurons as atoms: each one's pattern and output direction
+            merged = solution.atoms
+            for net in trained:
+                merged = merged.concatenate(network_atoms(X, net))
+        else:
+            merged = merge_arrangements(
+                solution.arrangements, *(network_arrangements(basis, net) for net in trained)
+            )
 
         fit_sgd = fit_convex_bn(
             X, [y], beta, loss=lossf.name, arrangements=merged, solver=solver,
             solver_options={"tol": SEARCH_TOL, **(solver_options or {})}, random_state=random_state,
             basis=basis,
-            warm=[(solution.arrangements, solution.W_pos, solution.W_neg)], owner="compare_with_sgd",
+            warm=[warm_state(solution)], owner="compare_with_sgd",
         )  # fmt: skip
         sol, net = fit_sgd.programs[0].solution, fit_sgd.network
         with_sgd = {
             "objective": sol.objective,
             "forward_objective": net.objective(X, y),
             "n_neurons": sol.n_neurons,
-            "n_arrangements": merged.n_patterns,
+            "n_arrangements": fit_sgd.n_arrangements,
             "solve_time": fit_sgd.seconds,
         }
         if X_test is not None:

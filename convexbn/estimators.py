@@ -33,9 +33,11 @@ from ._validation import check_choice, check_positive, check_positive_int, prepa
 from .fit import (
     ARRANGEMENT_METHODS,
     AUTO_CVXPY_MAX_ROWS,
+    NEURON_MODES,
     SearchOptions,
     choose_solver,
     fit_convex_bn,
+    warm_state,
 )
 from .implicit_reg import spectral_filter
 from .network import BNNetwork
@@ -83,9 +85,10 @@ class _ConvexBNBase(BaseEstimator):
         self,
         beta="auto",
         loss="squared",
+        neurons="auto",
         arrangements="auto",
         n_arrangements="auto",
-        search_rounds=10,
+        search_rounds="auto",
         time_limit=None,
         solver="auto",
         device="cpu",
@@ -100,6 +103,7 @@ class _ConvexBNBase(BaseEstimator):
     ):
         self.beta = beta
         self.loss = loss
+        self.neurons = neurons
         self.arrangements = arrangements
         self.n_arrangements = n_arrangements
         self.search_rounds = search_rounds
@@ -123,10 +127,14 @@ class _ConvexBNBase(BaseEstimator):
         check_choice(self.arrangements, "arrangements", ARRANGEMENT_METHODS)
         if not (isinstance(self.n_arrangements, str) and self.n_arrangements == "auto"):
             check_positive_int(self.n_arrangements, "n_arrangements")
-        if isinstance(self.search_rounds, bool) or not isinstance(self.search_rounds, Integral):
-            raise TypeError(f"search_rounds must be an int, got {type(self.search_rounds).__name__}")
-        if self.search_rounds < 0:
-            raise ValueError(f"search_rounds must be >= 0, got {self.search_rounds}")
+        check_choice(self.neurons, "neurons", NEURON_MODES)
+        if not (isinstance(self.search_rounds, str) and self.search_rounds == "auto"):
+            if isinstance(self.search_rounds, bool) or not isinstance(self.search_rounds, Integral):
+                raise TypeError(
+                    f"search_rounds must be an int or 'auto', got {type(self.search_rounds).__name__}"
+                )
+            if self.search_rounds < 0:
+                raise ValueError(f"search_rounds must be >= 0, got {self.search_rounds}")
         if self.time_limit is not None:
             check_positive(self.time_limit, "time_limit")
         check_choice(self.solver, "solver", SOLVER_CHOICES)
@@ -166,12 +174,12 @@ class _ConvexBNBase(BaseEstimator):
         fit = fit_convex_bn(
             X, targets, "auto" if isinstance(self.beta, str) else float(self.beta) * n, loss=loss,
             arrangements=self.arrangements, n_arrangements=self.n_arrangements,
-            search=SearchOptions(rounds=int(self.search_rounds), time_limit=self.time_limit),
-            solver=self.solver, solver_options=options, implicit_reg=self.implicit_reg,
-            random_state=check_random_state(self.random_state), n_jobs=self.n_jobs, warm=warm,
-            owner=type(self).__name__,
+            search=self._search_options(), solver=self.solver, solver_options=options,
+            implicit_reg=self.implicit_reg, random_state=check_random_state(self.random_state),
+            n_jobs=self.n_jobs, warm=warm, owner=type(self).__name__, neurons=self.neurons,
         )  # fmt: skip
         self.fit_ = fit
+        self.neurons_ = fit.info.get("neurons", "per_output")
         self.beta_ = float(fit.beta) / n
         self.network_: BNNetwork = fit.network
         self.n_neurons_ = int(self.network_.n_neurons)
@@ -190,12 +198,17 @@ class _ConvexBNBase(BaseEstimator):
         self.constraint_violation_ = float(max(p.solution.constraint_violation for p in fit.programs))
         self.equivalence_gap_ = float(max(p.bounds["equivalence_gap"] for p in fit.programs))
         self._warm_groups = (
-            {"key": key, "groups": [(p.solution.arrangements, p.solution.W_pos, p.solution.W_neg)
-                                    for p in fit.programs]}  # fmt: skip
+            {"key": key, "groups": [warm_state(p.solution) for p in fit.programs]}
             if self.warm_start
             else None
         )
         return self
+
+    def _search_options(self) -> SearchOptions:
+        if isinstance(self.search_rounds, str):  # "auto": the defaults (10 pattern rounds, 30 atom rounds)
+            return SearchOptions(time_limit=self.time_limit)
+        rounds = int(self.search_rounds)
+        return SearchOptions(rounds=rounds, shared_rounds=rounds, time_limit=self.time_limit)
 
     def _forward(self, X) -> np.ndarray:
         check_is_fitted(self)
@@ -353,9 +366,10 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
         self,
         beta="auto",
         loss="logistic",
+        neurons="auto",
         arrangements="auto",
         n_arrangements="auto",
-        search_rounds=10,
+        search_rounds="auto",
         time_limit=None,
         solver="auto",
         device="cpu",
@@ -369,7 +383,7 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
         implicit_reg=None,
     ):
         super().__init__(
-            beta=beta, loss=loss, arrangements=arrangements, n_arrangements=n_arrangements,
+            beta=beta, loss=loss, neurons=neurons, arrangements=arrangements, n_arrangements=n_arrangements,
             search_rounds=search_rounds, time_limit=time_limit, solver=solver, device=device,
             dtype=dtype, max_iter=max_iter, tol=tol, warm_start=warm_start,
             random_state=random_state, n_jobs=n_jobs, verbose=verbose, implicit_reg=implicit_reg,

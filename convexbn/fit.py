@@ -54,6 +54,9 @@ __all__ = [
     "default_n_arrangements",
     "estimate_critical_beta",
     "fit_convex_bn",
+    "fit_shared",
+    "warm_state",
+    "NEURON_MODES",
     "pattern_dual_values",
     "program_bounds",
     "AUTO_BETA_FRACTION",
@@ -64,6 +67,9 @@ __all__ = [
 ]
 
 ARRANGEMENT_METHODS = ("auto", "search", "sample", "enumerate")
+NEURON_MODES = ("per_output", "shared", "auto")
+#: The solvers of the shared-neuron program (its own FISTA, :mod:`convexbn.solvers.shared_fista`).
+SHARED_SOLVERS = ("auto", "torch")
 #: ``beta="auto"`` is this fraction of the (estimated) critical beta (docs/estimators.md, "Defaults").
 AUTO_BETA_FRACTION = 0.05
 #: ``arrangements="auto"`` enumerates every pattern when the Cover bound is at most this (enumeration
@@ -74,6 +80,8 @@ AUTO_ENUMERATE_MAX = 200
 AUTO_CVXPY_MAX_ROWS_NONSMOOTH = 20_000
 #: Kept for code that imported the old threshold; no longer used by ``choose_solver`` for smooth losses.
 AUTO_CVXPY_MAX_ROWS = 400_000
+#: Rounds of the shared-neuron search with the exact oracle at least (it stops once certified).
+EXACT_SHARED_ROUNDS = 50
 #: A solver's status "optimal" contradicts the certificate over the program's own patterns when the
 #: relative duality gap there is above this.
 CONTRADICTION_RTOL = 1e-3
@@ -137,6 +145,10 @@ class SearchOptions:
     ----------
     rounds : int
         Pattern-adding rounds at most (it stops earlier when the oracle finds no violating pattern).
+    shared_rounds : int or None
+        Atom-adding rounds of the shared-neuron search (:func:`fit_shared`; None: ``rounds``). Its rounds
+        are cheaper and its atoms finer-grained (a pattern and one output direction), so it takes more;
+        it stops earlier on ``gap_tol``. With the exact oracle it is at least :data:`EXACT_SHARED_ROUNDS`.
     time_limit : float or None
         Seconds; no new round starts after this (the last pattern set is still solved to ``tol``).
     max_new : int or None
@@ -152,6 +164,7 @@ class SearchOptions:
     """
 
     rounds: int = 10
+    shared_rounds: int | None = 30
     time_limit: float | None = None
     max_new: int | None = None
     n_starts: int = 200
@@ -160,6 +173,8 @@ class SearchOptions:
 
     def __post_init__(self):
         check_positive_int(self.rounds + 1, "rounds + 1")
+        if self.shared_rounds is not None:
+            check_positive_int(self.shared_rounds + 1, "shared_rounds + 1")
         if self.time_limit is not None:
             check_positive(self.time_limit, "time_limit")
         if self.max_new is not None:
@@ -358,6 +373,8 @@ _TORCH_KEYS = ("device", "dtype", "progress", "callback", "warm_start", "method"
 #: restriction's distance from the global optimum dominates a tighter solve. Fixed pattern sets (sampled,
 #: enumerated, given) are solved to the backend's own default.
 SEARCH_TOL = 3e-4
+#: The shared-neuron search's final relative gap and its largest estimated-gap stop (:func:`fit_shared`).
+SHARED_TOL = 1e-5
 
 
 def _solve(problem, requested: str, options: dict, warm=None):
@@ -440,6 +457,7 @@ def fit_convex_bn(
     basis: BNBasis | None = None,
     tol: float = 1e-4,
     owner: str = "fit_convex_bn",
+    neurons: str = "per_output",
 ) -> ConvexFit:
     """Fit the globally optimal BN network of each target array: the one pipeline of the package.
 
@@ -480,6 +498,14 @@ def fit_convex_bn(
         Relative gap under which an exact fit counts as certified.
     owner : str
         Name used in warnings.
+    neurons : {"per_output", "shared", "auto"}
+        ``"per_output"``: one program per target array, whose networks are placed side by side (each hidden
+        neuron feeds the outputs of its own program; docs/math.md section 8). ``"shared"``: the target
+        arrays' columns stacked into one ``(n, C)`` target and fitted by the shared-neuron program, whose
+        neurons feed every output (:func:`fit_shared`); a single output column is the scalar program
+        either way. ``"auto"``: shared for smooth losses with two or more output columns, no spectral
+        filter and ``solver`` ``"auto"`` or ``"torch"`` (the shared program's only solver is the torch
+        FISTA of :mod:`convexbn.solvers.shared_fista`); per-output otherwise.
 
     Returns
     -------
@@ -490,6 +516,30 @@ def fit_convex_bn(
     start = time.perf_counter()
     lossf = get_loss(loss)
     search = SearchOptions() if search is None else search
+    neurons = check_choice(neurons, "neurons", NEURON_MODES)
+    from .shared_problem import SharedAtoms
+
+    if isinstance(arrangements, SharedAtoms):
+        neurons = "shared"
+    if neurons != "per_output":
+        n_cols = sum(lossf.encode_targets(y).shape[1] for y in targets)
+        implicit_set = not spectral_filter(implicit_reg).is_identity
+        if neurons == "shared" and not lossf.smooth:
+            raise ValueError(f"neurons='shared' needs a smooth loss, got {lossf.name!r}; use "
+                             "neurons='per_output'")  # fmt: skip
+        if neurons == "shared" and implicit_set:
+            raise ValueError("neurons='shared' does not take implicit_reg; use neurons='per_output'")
+        if neurons == "shared" and solver not in SHARED_SOLVERS:
+            raise ValueError(f"neurons='shared' is solved by the torch solver only (solver in "
+                             f"{SHARED_SOLVERS}), got solver={solver!r}; use "
+                             "neurons='per_output'")  # fmt: skip
+        if n_cols >= 2 and lossf.smooth and not implicit_set and solver in SHARED_SOLVERS:
+            return fit_shared(
+                X, np.hstack([lossf.encode_targets(y) for y in targets]), beta, loss=lossf.name,
+                arrangements=arrangements, n_arrangements=n_arrangements, search=search,
+                solver_options=solver_options, random_state=random_state, warm=warm, basis=basis,
+                tol=tol, owner=owner, start=start,
+            )  # fmt: skip
     options = {k: v for k, v in (solver_options or {}).items() if v is not None}
     full_basis = bn_basis(X) if basis is None else basis
     implicit = spectral_filter(implicit_reg)
@@ -516,8 +566,8 @@ def fit_convex_bn(
         beta = AUTO_BETA_FRACTION * crit if crit > 0 else 1.0
     beta = check_positive(beta, "beta")
     warm = [None] * len(Ys) if warm is None else list(warm)
-    if len(warm) != len(Ys):
-        warm = [None] * len(Ys)
+    if len(warm) != len(Ys) or not all(w is None or isinstance(w[0], Arrangements) for w in warm):
+        warm = [None] * len(Ys)  # another data shape, or a shared fit's atoms
 
     def program_arrangements(w):
         if w is None or method in ("enumerate", "given"):
@@ -566,6 +616,16 @@ def fit_convex_bn(
         else int(sum(p.bounds["n_violating"] for p in programs)),
         basis=full_basis,
     )
+
+
+def warm_state(solution) -> tuple:
+    """What a warm start keeps of a solved program: ``(SharedAtoms, W)`` of a shared-neuron solution,
+    ``(Arrangements, W_pos, W_neg)`` of a per-output one (the ``warm`` entries of :func:`fit_convex_bn`)."""
+    from .shared_problem import SharedSolution
+
+    if isinstance(solution, SharedSolution):
+        return (solution.atoms, solution.W)
+    return (solution.arrangements, solution.W_pos, solution.W_neg)
 
 
 def _warm_groups(w, arrangements: Arrangements):
@@ -641,3 +701,206 @@ def _warn_about(programs, owner, X, Ys, full_basis, implicit) -> None:
 #: Largest relative gap between objective (3) of the recovered network (a plain forward pass) and the
 #: convex objective (4) accepted without a ConvergenceWarning.
 EQUIVALENCE_RTOL = 1e-6
+
+
+# --------------------------------------------------------------------------------- shared neurons
+def estimate_shared_critical_beta(basis: BNBasis, Y: np.ndarray, loss, *, random_state=None) -> float:
+    """The ``beta`` above which the empty network is optimal in the shared-neuron class, estimated.
+
+    The largest ``||Lambda0^T (U' z)_+||`` at ``Lambda0 = -grad L(0)`` over unit ``z`` (eq. (8b)) that the
+    ascent oracle finds (a lower estimate), at least the per-output critical beta's sample estimate.
+    """
+    from .neuron_search import ascent_neurons
+
+    lossf = get_loss(loss)
+    lam = -lossf.grad(np.zeros_like(Y), Y)
+    values = ascent_neurons(basis.Uprime, lam, n_starts=200, random_state=random_state)[3]
+    return float(values[0]) if len(values) else 0.0
+
+
+def fit_shared(
+    X,
+    Y: np.ndarray,
+    beta="auto",
+    *,
+    loss: str = "squared",
+    arrangements="auto",
+    n_arrangements: int | str = "auto",
+    search: SearchOptions | None = None,
+    solver_options: dict | None = None,
+    random_state=None,
+    warm=None,
+    basis: BNBasis | None = None,
+    tol: float = 1e-4,
+    owner: str = "fit_shared",
+    start: float | None = None,
+) -> ConvexFit:
+    """Fit the shared-neuron network of ``C`` outputs: program (8a) with its atoms grown by the oracle.
+
+    The vector-output counterpart of :func:`fit_convex_bn` (docs/math.md section 8): one program whose
+    hidden neurons feed every output, solved by :func:`convexbn.neuron_search.search_shared_neurons`.
+    ``arrangements``: ``"search"`` grows the atoms from none by the ascent oracle; ``"enumerate"`` (and
+    ``"auto"`` when the Cover bound is at most :data:`AUTO_ENUMERATE_MAX` and the exact oracle's face
+    count is affordable) uses the exact oracle over every pattern, so the result is certified;
+    ``"sample"`` / an :class:`Arrangements` fixes the atoms to the patterns with the ``2 C`` directions
+    ``+-e_c`` (the per-output programs' atoms, solved jointly) and does not search; a
+    :class:`~convexbn.shared_problem.SharedAtoms` is used as given (no search; ``warm`` groups of its
+    leading atoms are kept).
+
+    Parameters are those of :func:`fit_convex_bn`; ``Y`` is the encoded (n, C) target and ``warm`` a
+    one-element list ``[(SharedAtoms, W)]`` of a previous fit on the same data.
+
+    Returns
+    -------
+    ConvexFit
+        With one program (a :class:`ProgramFit` whose solution is a
+        :class:`~convexbn.shared_problem.SharedSolution`), ``solver="torch"`` (its FISTA) and
+        ``info["neurons"] = "shared"``. The certified ``lower_bound`` is exact with the exact oracle,
+        else the universal bound of :func:`convexbn.shared_problem.universal_shared_value`; the estimated
+        one uses the best violation the ascent oracle found (not a certificate).
+    """
+    from math import comb
+
+    from .neuron_search import EXACT_ORACLE_MAX_FACES, search_shared_neurons
+    from .recovery import recover_shared_network
+    from .shared_problem import SharedAtoms, universal_shared_value
+
+    start = time.perf_counter() if start is None else start
+    lossf = get_loss(loss)
+    search = SearchOptions() if search is None else search
+    options = {k: v for k, v in (solver_options or {}).items() if v is not None}
+    tol_solve = options.pop("tol", None)
+    options.pop("verbose", None)
+    shared_opts = {k: options[k] for k in ("max_iter", "device", "dtype", "projection") if k in options}
+    if "dtype" in shared_opts and isinstance(shared_opts["dtype"], str):
+        import torch
+
+        shared_opts["dtype"] = getattr(torch, shared_opts["dtype"])
+    basis = bn_basis(X) if basis is None else basis
+    rng = check_random_state(random_state)
+    Y = np.asarray(Y, dtype=np.float64)
+    n, k, C = basis.n_samples, basis.dim, Y.shape[1]
+    atoms, W0, exact_patterns = None, None, None
+    if isinstance(arrangements, SharedAtoms):
+        method, atoms = "given", arrangements
+    elif isinstance(arrangements, Arrangements):
+        method = "given"
+        atoms = SharedAtoms.from_patterns(arrangements.mask, C)
+    else:
+        P0 = default_n_arrangements(basis) if n_arrangements == "auto" else n_arrangements
+        P0 = check_positive_int(P0, "n_arrangements")
+        method = check_choice(arrangements, "arrangements", ARRANGEMENT_METHODS)
+        if method in ("auto", "enumerate"):
+            bound = max_arrangements(n, k)
+            faces = bound * sum(comb(n, j) for j in range(k))
+            cheap = bound <= max(P0, AUTO_ENUMERATE_MAX) and faces <= EXACT_ORACLE_MAX_FACES
+            if method == "enumerate" or cheap:
+                method = "enumerate"
+                exact_patterns = make_arrangements(basis, P0, method="exact",
+                                                   max_patterns=max(20_000, P0)).mask  # fmt: skip
+            else:
+                method = "search"
+        if method == "sample":
+            atoms = SharedAtoms.from_patterns(make_arrangements(basis, P0, random_state=rng).mask, C)
+    if warm:
+        w = warm[0]
+        if w is not None and isinstance(w[0], SharedAtoms):
+            if method in ("search", "enumerate"):
+                atoms, W0 = w
+            elif method == "given":  # the previous groups on the given atoms they share (the first ones)
+                W0 = np.zeros((atoms.n_atoms, k))
+                same = min(w[0].n_atoms, atoms.n_atoms)
+                if same and np.array_equal(w[0].mask, atoms.mask[:, :same]) and np.allclose(
+                    w[0].directions, atoms.directions[:same]
+                ):
+                    W0[:same] = w[1][:same]
+    seed = int(rng.randint(2**31 - 1))
+    if isinstance(beta, str):
+        if beta != "auto":
+            raise ValueError(f"beta must be a positive number or 'auto', got {beta!r}")
+        crit = estimate_shared_critical_beta(basis, Y, lossf, random_state=seed)
+        beta = AUTO_BETA_FRACTION * crit if crit > 0 else 1.0
+    beta = check_positive(beta, "beta")
+    rounds = search.rounds if search.shared_rounds is None else search.shared_rounds
+    # the shared search's rounds are cheap, its final atom set small (after realignment): both its final
+    # solve and its stop are tighter than the pattern search's
+    final_tol = SHARED_TOL if tol_solve is None else tol_solve
+    round_tol = None if search.round_tol is None else 0.1
+    gap_tol = None if search.gap_tol is None else min(search.gap_tol, SHARED_TOL)
+    if method in ("sample", "given"):
+        rounds = 0
+    elif exact_patterns is not None:
+        # the exact oracle certifies: solve every round to the certificate's accuracy
+        rounds = max(rounds, EXACT_SHARED_ROUNDS)
+        final_tol = min(final_tol, tol / 3)
+        round_tol, gap_tol = final_tol, tol / 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SolverWarning)
+        solution, history, oracle = search_shared_neurons(
+            basis, Y, beta, loss=lossf.name, atoms=atoms, warm_start=W0, rounds=rounds,
+            max_new=search.max_new, n_starts=max(search.n_starts, 1) * 5 // 2, tol=final_tol,
+            round_tol=round_tol, gap_tol=gap_tol, time_limit=search.time_limit,
+            exact_patterns=exact_patterns, random_state=seed, solver_options=shared_opts,
+        )  # fmt: skip
+    network = recover_shared_network(solution)
+    F = solution.predict_train()
+    lam = -lossf.grad(F, Y)
+    problem = solution.problem
+    own = float(problem.atom_dual_values(lam).max(initial=0.0))
+    found = max(own, oracle["value"])
+    exact = bool(oracle["exact"])
+    certified_value = found if exact else max(universal_shared_value(basis.Uprime, lam), found)
+    objective = solution.objective
+    lower = problem.dual_bound(F, certified_value)
+    estimated = problem.dual_bound(F, found)
+    scale = max(abs(objective), 1e-12)
+    forward = network.objective(X, Y)
+    bounds = {
+        "objective": objective, "own_value": own, "own_gap": (objective - problem.dual_bound(F, own)) / scale,
+        "lower_bound": lower, "estimated_lower_bound": estimated, "found_value": oracle["value"],
+        "exact": exact, "n_violating": None if exact else oracle["n_violating"],
+        "forward_objective": float(forward), "equivalence_gap": abs(forward - objective) / scale,
+    }  # fmt: skip
+    _warn_shared(solution, bounds, owner)
+    program = ProgramFit(solution=solution, network=network, history=history, bounds=bounds)
+    gap = (objective - lower) / scale
+    return ConvexFit(
+        programs=[program],
+        network=network,
+        beta=beta,
+        method=method,
+        solver="torch",
+        objective=objective,
+        lower_bound=lower,
+        estimated_lower_bound=estimated,
+        gap=gap,
+        estimated_gap=(objective - estimated) / scale,
+        certified=bool(exact and gap <= tol),
+        dual_ratio=found / beta,
+        history=[{"round": h["round"], "n_patterns": h["n_patterns"], "objective": h["objective"],
+                  "seconds": h["seconds"]} for h in history],  # fmt: skip
+        seconds=time.perf_counter() - start,
+        n_arrangements=int(solution.atoms.n_atoms),
+        n_violating=bounds["n_violating"],
+        basis=basis,
+        info={"neurons": "shared"},
+    )
+
+
+def _warn_shared(solution, bounds: dict, owner: str) -> None:
+    """A stopped solver, and a network whose objective (3) differs from the program's (8a)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    if solution.status != "optimal":
+        warnings.warn(
+            f"{owner}: the shared-neuron solver stopped before reaching the requested accuracy (status "
+            f"{solution.status!r}, relative gap {solution.info.get('gap', float('nan')):.1e}); increase "
+            "max_iter or loosen tol", ConvergenceWarning, stacklevel=3,
+        )  # fmt: skip
+    if bounds["equivalence_gap"] > EQUIVALENCE_RTOL:
+        warnings.warn(
+            f"{owner}: the recovered shared network's objective (3) {bounds['forward_objective']:.10g} "
+            f"differs from the convex objective (8a) {bounds['objective']:.10g} by "
+            f"{bounds['equivalence_gap']:.1e} relative (cone-constraint violation "
+            f"{solution.constraint_violation:.1e})", ConvergenceWarning, stacklevel=3,
+        )  # fmt: skip

@@ -36,7 +36,7 @@ _NETWORK_ARRAYS = ("weights", "gamma", "alpha", "output", "running_mean", "runni
 _FITTED_SCALARS = (
     "n_features_in_", "n_neurons_", "objective_", "solver_", "n_iter_", "n_arrangements_",
     "constraint_violation_", "equivalence_gap_", "_y_ndim", "beta_", "lower_bound_", "gap_",
-    "estimated_gap_", "certified_", "dual_ratio_", "arrangements_method_", "history_",
+    "estimated_gap_", "certified_", "dual_ratio_", "arrangements_method_", "history_", "neurons_",
 )  # fmt: skip
 
 
@@ -253,6 +253,8 @@ def load_estimator(path, *, expected_class=None, check_version: bool = True):
     estimator.network_ = _network_from(meta, contents)
     for key, value in meta["fitted"].items():
         setattr(estimator, key, value)
+    if "neurons_" not in meta["fitted"]:  # written before the shared-neuron program: per-output networks
+        estimator.neurons_ = "per_output"
     if "feature_names_in_" in meta:
         estimator.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
     if "classes" in contents:

@@ -7,7 +7,7 @@ import numpy as np
 from .network import BNNetwork
 from .problem import ConvexBNSolution, group_norms
 
-__all__ = ["recover_network"]
+__all__ = ["recover_network", "recover_shared_network", "network_from_neurons"]
 
 
 def recover_network(solution: ConvexBNSolution) -> BNNetwork:
@@ -54,8 +54,18 @@ def recover_network(solution: ConvexBNSolution) -> BNNetwork:
             v[c] = sign * np.sqrt(t)
             V.append(v)
     m = len(Z)
-    Z = np.array(Z).reshape(m, r + 1) * problem.column_weights  # [gamma q; alpha] of each neuron
-    output = np.array(V).reshape(m, C)
+    return network_from_neurons(
+        basis, np.array(Z).reshape(m, r + 1) * problem.column_weights, np.array(V).reshape(m, C),
+        beta=problem.beta, loss=problem.loss.name,
+    )  # fmt: skip
+
+
+def network_from_neurons(basis, Z: np.ndarray, V: np.ndarray, *, beta: float, loss: str) -> BNNetwork:
+    """The BN network of neurons ``z_j = [gamma_j q_j; alpha_j]`` (rows of ``Z``, (m, r + 1)) with output
+    weights ``V`` (m, C) in the BN basis of the training data (spec sections 2 and 5)."""
+    r = basis.rank
+    m, C = Z.shape[0], V.shape[1]
+    output = np.asarray(V, dtype=np.float64).reshape(m, C)
     gamma = np.linalg.norm(Z[:, :r], axis=1)
     alpha = Z[:, r].copy()
     Q = np.zeros((r, m))
@@ -72,6 +82,24 @@ def recover_network(solution: ConvexBNSolution) -> BNNetwork:
         running_mean=basis.mean @ weights,
         running_norm=running_norm,
         n_train=basis.n_samples,
-        beta=problem.beta,
-        loss=problem.loss.name,
+        beta=float(beta),
+        loss=loss,
     )
+
+
+def recover_shared_network(solution) -> BNNetwork:
+    """The shared-neuron network of a solution of program (8a) (docs/math.md section 8).
+
+    Atom ``i`` with group ``u_i`` (``t = ||u_i|| > 0``) and output direction ``c_i`` is the neuron
+    ``z = u_i / sqrt(t)``, ``v = sqrt(t) c_i``: its hidden output on the training data is
+    ``(U' z)_+ = D_i U' z`` (``u_i`` lies in its pattern's cone), it adds ``sqrt(t) D_i U' u_i/sqrt(t)
+    c_i^T = D_i U' u_i c_i^T`` to the predictions, and its weight decay ``(||z||^2 + ||v||^2)/2 = t``
+    equals the group's penalty: objective (3) of the network equals the objective (8a).
+    """
+    problem = solution.problem
+    norms = np.linalg.norm(solution.W, axis=1)
+    live = np.flatnonzero(norms > 0)
+    t = norms[live]
+    Z = solution.W[live] / np.sqrt(t)[:, None]
+    V = solution.atoms.directions[live] * np.sqrt(t)[:, None]
+    return network_from_neurons(problem.basis, Z, V, beta=problem.beta, loss=problem.loss.name)

@@ -113,7 +113,8 @@ def test_auto_picks_closed_form_and_agrees_with_clarabel():
 def test_regressor_multioutput_and_torch_agree(iris):
     X, _ = iris
     Y = np.column_stack([np.sin(X[:, 0]), X[:, 1] * X[:, 2]])
-    same = {"beta": 1e-2, "arrangements": "sample", "n_arrangements": 20, "random_state": 0}
+    same = {"beta": 1e-2, "arrangements": "sample", "n_arrangements": 20, "random_state": 0,
+            "neurons": "per_output"}  # fmt: skip
     conic = ConvexBNRegressor(solver="clarabel", **same).fit(X, Y)
     fo = ConvexBNRegressor(solver="torch", tol=1e-8, **same).fit(X, Y)
     assert conic.predict(X).shape == Y.shape

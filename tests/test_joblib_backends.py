@@ -22,7 +22,8 @@ def _workload() -> dict:
     Xi, yi = load_iris(return_X_y=True)
     scores = cross_val_score(ConvexBNRegressor(beta=0.1, n_arrangements=10, random_state=0), Xi[:, :3],
                              Xi[:, 3], cv=3, n_jobs=2)  # fmt: skip
-    per_class = ConvexBNClassifier(beta=0.1, n_arrangements=10, random_state=0, n_jobs=2).fit(Xi, yi)
+    per_class = ConvexBNClassifier(beta=0.1, n_arrangements=10, random_state=0, n_jobs=2,
+                                   neurons="per_output").fit(Xi, yi)  # one-vs-rest programs in parallel
     return {
         "best_params": grid.best_params_,
         "mean_test_score": grid.cv_results_["mean_test_score"],
