@@ -274,11 +274,17 @@ def test_certify_network_matches_solution_certificate(tiny_csv):
         assert by_network.lower_bound == pytest.approx(by_solution.lower_bound, rel=1e-9)
         assert by_network.objective == pytest.approx(solution.objective, rel=1e-9)
         assert by_network.relative_gap < 1e-8
-    with pytest.raises(ValueError, match="2 hidden neurons feed several outputs"):
-        from convexbn import BNNetwork
+    # a network whose neurons feed several outputs is checked against condition (8b) of the shared class
+    from convexbn import BNNetwork
 
-        shared = BNNetwork.from_parameters(X, np.eye(2), np.ones(2), np.zeros(2), np.ones((2, 2)), beta=1.0)
-        certify_network(shared, X, np.c_[y, y])
+    shared = BNNetwork.from_parameters(X, np.eye(2), np.ones(2), np.zeros(2), np.ones((2, 2)), beta=1.0)
+    cert = certify_network(shared, X, np.c_[y, y])
+    assert cert.objective == pytest.approx(shared.objective(X, np.c_[y, y]), rel=1e-12)
+    assert cert.lower_bound <= cert.objective and cert.worst_pattern == -1
+    hinge = BNNetwork.from_parameters(X, np.eye(2), np.ones(2), np.zeros(2), np.ones((2, 2)), beta=1.0,
+                                      loss="hinge")  # fmt: skip
+    with pytest.raises(ValueError, match="shared-neuron certificate needs a smooth loss"):
+        certify_network(hinge, X, np.sign(np.c_[y, y]))
 
 
 def test_critical_beta_is_where_the_network_empties(tiny_csv):
