@@ -53,12 +53,12 @@ def test_enumerated_shared_fit_is_certified_and_below_per_output(d):
     assert shared.network.output.shape[1] == 3
 
 
-def test_adam_from_many_starts_is_never_below_the_certified_bound():
+def test_adam_from_several_starts_is_never_below_the_certified_bound():
     X, Y = tiny(2, seed=1)
     fit = fit_convex_bn(X, [Y], 0.3, neurons="shared", random_state=0)
     assert fit.certified
     width = fit.network.n_neurons + 3
-    runs = [train_bn_network(X, Y, width, 0.3, epochs=1500, random_state=s) for s in range(6)]
+    runs = [train_bn_network(X, Y, width, 0.3, epochs=1000, random_state=s) for s in range(4)]
     best = min(r.best_objective for r in runs)
     assert best >= fit.lower_bound - 1e-7 * abs(fit.lower_bound)
     assert best <= 1.05 * fit.objective  # Adam gets near it: the objectives are the same function
