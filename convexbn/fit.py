@@ -772,10 +772,6 @@ def fit_shared(
     tol_solve = options.pop("tol", None)
     options.pop("verbose", None)
     shared_opts = {k: options[k] for k in ("max_iter", "device", "dtype", "projection") if k in options}
-    if "dtype" in shared_opts and isinstance(shared_opts["dtype"], str):
-        import torch
-
-        shared_opts["dtype"] = getattr(torch, shared_opts["dtype"])
     basis = bn_basis(X) if basis is None else basis
     rng = check_random_state(random_state)
     Y = np.asarray(Y, dtype=np.float64)

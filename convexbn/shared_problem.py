@@ -255,9 +255,10 @@ def network_atoms(X, network) -> SharedAtoms:
     training-mode BN pre-activation ``>= 0``) with its output direction ``v_j / ||v_j||`` (neurons with
     ``v_j = 0`` are skipped). Adding them to a shared program lets it do at least as well as the network
     up to the neurons' directions within their cones."""
-    H = network.gamma * (X @ network.weights - (X @ network.weights).mean(axis=0))
-    norm = np.linalg.norm(X @ network.weights - (X @ network.weights).mean(axis=0), axis=0)
-    H = H / np.where(norm > 0, norm, 1.0) + network.alpha / np.sqrt(X.shape[0])
+    H = X @ network.weights
+    H -= H.mean(axis=0)
+    norm = np.linalg.norm(H, axis=0)
+    H = network.gamma * H / np.where(norm > 0, norm, 1.0) + network.alpha / np.sqrt(X.shape[0])
     v = np.linalg.norm(network.output, axis=1)
     live = v > 0
     return SharedAtoms(H[:, live] >= 0, network.output[live] / v[live, None])

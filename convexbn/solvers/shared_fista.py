@@ -23,6 +23,7 @@ import torch
 
 from ..shared_problem import LOSS_SMOOTHNESS, SharedOutputProblem, SharedSolution
 from .cone_projection import NumbaBasis, ProjectionMemory, project_cones, resolve_projection_backend
+from .torch_backend import check_device_dtype
 
 __all__ = ["solve_shared_fista", "solve_output_lasso"]
 
@@ -117,12 +118,7 @@ def solve_shared_fista(
     SharedSolution
     """
     start = time.perf_counter()
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype, None)
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but torch finds no CUDA device")
+    dtype = check_device_dtype(device, dtype)
     dev = torch.device(device)
     maps = _SharedMaps(problem, dev, dtype, projection)
     m, k, beta = problem.atoms.n_atoms, problem.dim, problem.beta

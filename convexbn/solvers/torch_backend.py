@@ -92,6 +92,18 @@ class _Operators:
         return (self.mask * Zdiff).sum(-1).T
 
 
+def check_device_dtype(device, dtype) -> torch.dtype:
+    """The torch dtype named by ``dtype`` (a dtype or its name), after checking it is float32 or float64 and
+    that a CUDA ``device`` has a CUDA device to run on; raises ``ValueError`` otherwise."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but torch finds no CUDA device")
+    return dtype
+
+
 def atomic_save(obj, path) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never a torn file."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
@@ -413,12 +425,7 @@ def solve_torch(
     dict
         The raw result consumed by :meth:`ConvexBNProblem.solve`.
     """
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype, None)
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but torch finds no CUDA device")
+    dtype = check_device_dtype(device, dtype)
     real = isinstance(rho_factor, numbers.Real) and not isinstance(rho_factor, bool)
     if not (real and math.isfinite(rho_factor) and rho_factor > 0):
         raise ValueError(f"rho_factor must be a positive finite number, got {rho_factor!r}")
