@@ -1,10 +1,13 @@
-"""Every bad input and fault of the reliability issue, run for real, with what the user sees.
+"""Every bad input and fault of the reliability issues, run for real, with what the user sees.
 
     python benchmarks/fault_table.py [--out benchmarks/results/fault_table.md]
 
-Prints (and writes) two markdown tables: the error or warning each bad input gets at ``bn_basis`` /
-the estimators, and, for each numerical corner, the solver status and the gap between the convex
-objective (4) and the recovered network's forward objective (3).
+Prints (and writes) markdown tables: the error or warning each bad input gets at ``bn_basis`` / the
+estimators; for each numerical corner, the solver status and the gap between the convex objective (4) and
+the recovered network's forward objective (3); and the cases of round 2 (issue 32,
+``benchmarks/fault_cases.py``): inputs, checkpoints, resource guards, the command line and model metadata,
+each counted as clear error / handled / refused valid input / traceback / hang / silent wrong, with a
+summary per area. ``--round2-only`` runs the last part alone.
 """
 
 from __future__ import annotations
@@ -144,16 +147,39 @@ def corners():
     return rows
 
 
+def round2_tables(limit: float) -> list:
+    """The summary (cases per area and outcome) and the per-case table of issue 32's cases."""
+    from fault_cases import COLUMNS, run_all
+
+    rows = run_all(limit)
+    areas = list(dict.fromkeys(area for area, *_ in rows))
+    lines = ["| area | cases | " + " | ".join(COLUMNS) + " |", "| --- " * (len(COLUMNS) + 2) + "|"]
+    for area in areas + ["all"]:
+        got = [column for a, _, column, _ in rows if area in (a, "all")]
+        lines.append(f"| {area} | {len(got)} | " + " | ".join(str(got.count(c)) for c in COLUMNS) + " |")
+    lines += ["", "| area | case | outcome | what the user sees |", "| --- | --- | --- | --- |"]
+    for area, name, column, text in rows:
+        cell = " ".join(text.replace("|", "/").split())
+        lines.append(f"| {area} | {name.replace('|', '/')} | {column} | {cell} |")
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="also write the tables to this markdown file")
+    parser.add_argument("--round2-only", action="store_true", help="only the cases of issue 32")
+    parser.add_argument("--limit", type=float, default=120.0, help="seconds before a case counts as a hang")
     args = parser.parse_args(argv)
     cvxpy_backend.mosek_license.cache_clear()
-    lines = ["| bad input or fault | what the user sees |", "| --- | --- |"]
-    lines += [f"| {name} | {text.replace('|', '/')} |" for name, text in bad_inputs()]
-    lines += ["", "| corner | scale_features | rank | solver | status | objective (4) | gap to (3) | s |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in corners()]
+    lines = []
+    if not args.round2_only:
+        lines += ["| bad input or fault | what the user sees |", "| --- | --- |"]
+        lines += [f"| {name} | {text.replace('|', '/')} |" for name, text in bad_inputs()]
+        lines += ["", "| corner | scale_features | rank | solver | status | objective (4) | gap to (3) | s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |", ""]  # fmt: skip
+        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in corners()]
+        lines.append("")
+    lines += round2_tables(args.limit)
     text = "\n".join(lines)
     print(text)
     if args.out:

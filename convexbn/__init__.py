@@ -8,7 +8,8 @@ The pieces, each in its own module (spec: ``shared/spec/convex-bn.md``):
 - :mod:`convexbn.problem` -- the convex program (4) and its solution;
 - :mod:`convexbn.solvers` -- backends (cvxpy + Clarabel/MOSEK/SCS, closed form, torch);
 - :mod:`convexbn.recovery` / :mod:`convexbn.network` -- the recovered nonconvex network;
-- :mod:`convexbn.certificate` -- the dual certificate of global optimality;
+- :mod:`convexbn.certificate` / :mod:`convexbn.network_certificate` -- the dual certificate of global
+  optimality, of a program's solution / of a trained network;
 - :mod:`convexbn.pattern_search` -- growing the pattern set from the dual (column generation);
 - :mod:`convexbn.implicit_reg` -- spectral filters encoding gradient descent's implicit bias (spec 9);
 - :mod:`convexbn.deep` / :mod:`convexbn.post_relu` -- layerwise deep BN networks and BN after the ReLU
@@ -18,6 +19,7 @@ The pieces, each in its own module (spec: ``shared/spec/convex-bn.md``):
 - :mod:`convexbn.persistence` -- portable save/load of fitted estimators.
 """
 
+from ._version import __version__
 from .arrangements import (
     Arrangements,
     enumerate_arrangements,
@@ -36,6 +38,7 @@ from .fit import ConvexFit, SearchOptions, fit_convex_bn
 from .implicit_reg import SpectralFilter, filtered_basis, implicit_objective, spectral_filter
 from .losses import get_loss
 from .network import BNNetwork, concatenate_networks
+from .network_certificate import certify_network
 from .path import regularization_path
 from .pattern_search import candidate_patterns, solve_with_pattern_search
 from .persistence import ModelFileError
@@ -43,8 +46,6 @@ from .post_relu import PostReLUBNNetwork, PostReLUBNProblem, recover_post_relu_n
 from .problem import ConvexBNProblem, ConvexBNSolution, SolverError, SolverWarning
 from .recovery import recover_network
 from .solvers import available_solvers
-
-__version__ = "0.2.0.dev0"
 
 __all__ = [
     "Arrangements",
@@ -56,6 +57,7 @@ __all__ = [
     "PostReLUBNProblem",
     "SpectralFilter",
     "ModelFileError",
+    "__version__",
     "ConvexBNClassifier",
     "ConvexBNProblem",
     "ConvexBNRegressor",
@@ -68,6 +70,7 @@ __all__ = [
     "candidate_patterns",
     "bn_basis",
     "certify",
+    "certify_network",
     "concatenate_networks",
     "enumerate_arrangements",
     "filtered_basis",

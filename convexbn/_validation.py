@@ -112,6 +112,35 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
+def available_memory() -> int:
+    """Bytes of memory this process may still use: ``MemAvailable`` of ``/proc/meminfo`` where there is
+    one, else the physical memory (``os.sysconf``), else 64 GiB."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 64 * 2**30
+
+
+def check_allocation(nbytes: float, what: str, hint: str = "") -> None:
+    """Refuse up front (``MemoryError`` with the size named) an allocation above the available memory,
+    instead of failing half-way or driving the machine into swap."""
+    available = available_memory()
+    if nbytes > available:
+        raise MemoryError(
+            f"{what} needs about {nbytes / 2**30:.1f} GiB, and {available / 2**30:.1f} GiB of memory is "
+            f"available{'; ' + hint if hint else ''}"
+        )
+
+
 def check_choice(value, name: str, choices) -> str:
     """Return ``value`` if it is one of ``choices`` (strings), else raise naming the options."""
     if not isinstance(value, str):

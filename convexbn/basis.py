@@ -158,15 +158,23 @@ def bn_basis(X, *, rank_tol: float | None = None, scale_features: bool = True) -
     rank_tol, default_tol = check_rank_options(rank_tol, scale_features, n, d)
     mean = X.mean(axis=0)
     Xc = X - mean
-    scale, constant = feature_scale(np.sqrt(np.mean(Xc**2, axis=0)), np.abs(X).max(axis=0), scale_features)
+    spread = np.abs(X).max(axis=0)
+    std = column_rms(lambda unit: np.sum((Xc / unit) ** 2, axis=0), spread, n)
+    scale, constant = feature_scale(std, spread, scale_features)
     Xc = Xc / scale
     Xc[:, constant] = 0.0
     U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
     U, Vt = svd_flip(U, Vt, u_based_decision=False)
     return truncated_basis(
         U, S, Vt, mean=mean, scale=scale, n=n, rank_tol=rank_tol, default_tol=default_tol,
-        abs_max=float(np.abs(X).max()), scaled_norm=float(np.linalg.norm(X / scale)),
+        abs_max=scaled_magnitude(spread, scale, constant), scaled_norm=_norm(X / scale),
     )  # fmt: skip
+
+
+def _norm(A: np.ndarray) -> float:
+    """Frobenius norm; ``inf`` (no warning) when it overflows."""
+    with np.errstate(over="ignore"):
+        return float(np.linalg.norm(A))
 
 
 def truncated_basis(U, S, Vt, *, mean, scale, n: int, rank_tol: float, default_tol: bool, abs_max: float,
@@ -200,6 +208,29 @@ def check_rank_options(rank_tol, scale_features, n: int, d: int) -> tuple[float,
     return float(rank_tol), default_tol
 
 
+def column_rms(sum_of_squares, spread: np.ndarray, n: int) -> np.ndarray:
+    """Root mean square of each centered column, safe from overflow and underflow.
+
+    ``sum_of_squares(unit)`` returns ``sum_i (Xc_ij / unit_j)^2`` (shape (d,)); ``spread`` is
+    ``max_i |X_ij|``. Columns of ordinary magnitude use ``unit = 1`` (the plain formula, bit for bit);
+    columns beyond ``1e+-150``, whose squares would overflow or underflow, are divided by their spread first.
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        plain = np.sqrt(sum_of_squares(np.ones_like(spread)) / n)
+    extreme = (spread > 0) & ((spread > 1e150) | (spread < 1e-150) | ~np.isfinite(plain))
+    if np.any(extreme):
+        unit = np.where(extreme, spread, 1.0)
+        plain = np.where(extreme, unit * np.sqrt(sum_of_squares(unit) / n), plain)
+    return plain
+
+
+def scaled_magnitude(spread: np.ndarray, scale: np.ndarray, constant: np.ndarray) -> float:
+    """``max_j max_i |X_ij| / scale_j`` over the columns that are not constant: the magnitude of the data
+    the SVD sees, against which "no variance" is decided (0.0 when every column is constant)."""
+    keep = ~constant
+    return float(np.max(spread[keep] / scale[keep])) if np.any(keep) else 0.0
+
+
 def feature_scale(std: np.ndarray, spread: np.ndarray, scale_features: bool):
     """Column scales (shape (d,)) and the mask of constant columns, from the centered columns' standard
     deviations and largest magnitudes (see ``scale_features`` in :func:`bn_basis`)."""
@@ -214,14 +245,17 @@ def feature_scale(std: np.ndarray, spread: np.ndarray, scale_features: bool):
 def kept_rank(S, *, n: int, rank_tol: float, default_tol: bool, abs_max: float, scaled_norm: float) -> int:
     """The rank ``r``: singular values above the threshold of :func:`bn_basis`, at most ``n - 1``.
 
-    ``abs_max`` is ``max |X_ij|`` and ``scaled_norm`` is ``||X diag(scale)^-1||_F``. Raises
-    ``ValueError`` when the centered data is zero.
+    ``abs_max`` is ``max |X_ij| / scale_j`` over the non-constant columns (:func:`scaled_magnitude`: the
+    magnitude of the matrix whose singular values ``S`` are) and ``scaled_norm`` is
+    ``||X diag(scale)^-1||_F``. Raises ``ValueError`` when the centered data is zero, or rounding noise:
+    ``S_max <= 1e-12 abs_max sqrt(n)``, a test between quantities of the same scaling.
     """
-    if (
-        S.size == 0
-        or S[0] <= np.finfo(np.float64).tiny
-        or S[0] <= 1e-12 * max(1.0, abs_max) * np.sqrt(n)
-    ):
+    if not (np.all(np.isfinite(S)) and np.isfinite(scaled_norm)):
+        raise ValueError(
+            f"X is too large for this SVD: values up to {abs_max:.3g} overflow float64 when squared; "
+            "rescale X (or keep scale_features=True)"
+        )
+    if S.size == 0 or S[0] == 0 or S[0] <= 1e-12 * abs_max * np.sqrt(n):
         raise ValueError(
             "X has no variance: every column is constant, so batch normalization is undefined "
             "(the centered data P X is zero)"

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._files import check_regular_file, load_npz_bounded, read_budget
+
 __all__ = ["BUNDLED", "VISION", "Dataset", "encode_task", "load_dataset", "split_and_standardize"]
 
 #: scikit-learn loaders by name, and whether the target is class labels.
@@ -110,6 +112,7 @@ def _load(source: str, target: str | None, split: str) -> Dataset:
         raise FileNotFoundError(
             f"no such data file {source!r} (or a bundled dataset name: {', '.join(sorted(BUNDLED))})"
         )
+    check_regular_file(source, "data file (.csv or .npz)")
     lower = source.lower()
     if lower.endswith(".npz"):
         return _load_npz(source, target or "y")
@@ -119,11 +122,7 @@ def _load(source: str, target: str | None, split: str) -> Dataset:
 
 
 def _load_npz(path: str, target: str) -> Dataset:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            contents = {k: data[k] for k in data.files}
-    except Exception as exc:
-        raise ValueError(f"{path!r} is not a readable .npz file: {exc}") from None
+    contents = load_npz_bounded(path)
     for key in ("X", target):
         if key not in contents:
             raise ValueError(f"{path!r} has no array {key!r}; it holds {sorted(contents)}")
@@ -139,19 +138,35 @@ def _load_npz(path: str, target: str) -> Dataset:
     return Dataset(X.astype(np.float64), y, names, target, _is_classification(y), path)
 
 
+#: Cells that mean "no value" in CSV files (pandas' default NA strings, compared case-insensitively).
+MISSING = frozenset(
+    v.lower() for v in ("", "NA", "N/A", "NaN", "-NaN", "nan", "null", "NULL", "None", "<NA>", "#N/A", "?",
+                        "-1.#IND", "1.#QNAN", "-1.#QNAN", "1.#IND", "n/a", "#NA")
+)  # fmt: skip
+
+
 def _load_csv(path: str, target: str | None) -> Dataset:
     import csv
 
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
-    rows = [r for r in rows if r and any(cell.strip() for cell in r)]
-    if len(rows) < 2:
+    if os.path.getsize(path) > read_budget() // 8:  # the parsed rows cost several times the file
+        raise ValueError(f"{path!r} is {os.path.getsize(path) / 2**30:.1f} GiB; convert it to .npz first")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            # (line number in the file, fields) of every non-blank row: errors name the file's own lines
+            numbered = [(reader.line_num, r) for r in reader if r and any(cell.strip() for cell in r)]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path!r} is not UTF-8 text (byte {exc.start}): is it a CSV file?") from None
+    except csv.Error as exc:
+        raise ValueError(f"{path!r} is not a CSV file this reader accepts: {exc}") from None
+    if len(numbered) < 2:
         raise ValueError(f"{path!r} needs a header row and at least one data row")
-    header = [h.strip() for h in rows[0]]
-    body = rows[1:]
-    for i, r in enumerate(body, start=2):
+    header = [h.strip() for h in numbered[0][1]]
+    lines = [line for line, _ in numbered[1:]]
+    body = [r for _, r in numbered[1:]]
+    for line, r in zip(lines, body, strict=True):
         if len(r) != len(header):
-            raise ValueError(f"{path!r} line {i} has {len(r)} fields, the header has {len(header)}")
+            raise ValueError(f"{path!r} line {line} has {len(r)} fields, the header has {len(header)}")
     target = header[-1] if target is None else target
     if target not in header:
         raise ValueError(f"{path!r} has no column {target!r}; its columns are {header}")
@@ -159,6 +174,13 @@ def _load_csv(path: str, target: str | None) -> Dataset:
     columns = [j for j in range(len(header)) if j != t]
     if not columns:
         raise ValueError(f"{path!r} has no feature column besides the target {target!r}")
+    for j in range(len(header)):
+        for line, r in zip(lines, body, strict=True):
+            if r[j].strip().lower() in MISSING:
+                raise ValueError(
+                    f"{path!r} line {line}, column {header[j]!r} has a missing value ({r[j]!r}); "
+                    "drop or impute the row first (convexbn does not guess missing values)"
+                )
     X = np.empty((len(body), len(columns)))
     for k, j in enumerate(columns):
         for i, r in enumerate(body):
@@ -166,14 +188,21 @@ def _load_csv(path: str, target: str | None) -> Dataset:
                 X[i, k] = float(r[j])
             except ValueError:
                 raise ValueError(
-                    f"{path!r} column {header[j]!r} is not numeric (line {i + 2}: {r[j]!r}); "
+                    f"{path!r} column {header[j]!r} is not numeric (line {lines[i]}: {r[j][:40]!r}); "
                     "encode it or drop it"
                 ) from None
+            if not np.isfinite(X[i, k]):
+                raise ValueError(f"{path!r} line {lines[i]}, column {header[j]!r} is not finite ({r[j]!r})")
     raw = [r[t].strip() for r in body]
     try:
         y = np.array([float(v) for v in raw])
     except ValueError:
         y = np.array(raw, dtype=object)
+    else:
+        bad = np.flatnonzero(~np.isfinite(y))
+        if bad.size:
+            i = bad[0]
+            raise ValueError(f"{path!r} line {lines[i]}, column {target!r} is not finite ({raw[i]!r})")
     return Dataset(X, y, [header[j] for j in columns], target, _is_classification(y), path)
 
 
@@ -198,20 +227,34 @@ def _find(root: str, folders, names) -> str | None:
 
 
 def _read_idx(path: str, magic: int) -> np.ndarray:
-    """One IDX file (LeCun's MNIST format), plain or gzipped: big-endian header, then unsigned bytes."""
+    """One IDX file (LeCun's MNIST format), plain or gzipped: big-endian header, then unsigned bytes.
+
+    The header's shape is checked against the memory budget before the data is read, and exactly that
+    many bytes are read (a gzip file that expands beyond them is refused, not decompressed)."""
     import gzip
 
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
-    if len(raw) < 8 or int.from_bytes(raw[:4], "big") != magic:
-        raise ValueError(f"{path!r} is not an IDX file of the expected kind (magic {magic:#010x})")
-    ndim = magic & 0xFF
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path!r} is truncated: {data.size} bytes of data for shape {shape}")
-    return data.reshape(shape)
+    try:
+        with opener(path, "rb") as handle:
+            head = handle.read(4)
+            if len(head) < 4 or int.from_bytes(head, "big") != magic:
+                raise ValueError(f"{path!r} is not an IDX file of the expected kind (magic {magic:#010x})")
+            ndim = magic & 0xFF
+            dims = handle.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise ValueError(f"{path!r} is truncated inside its header")
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            size = int(np.prod(shape, dtype=object))
+            if size * 8 > read_budget():  # the float64 copy the loader makes
+                raise ValueError(f"{path!r} claims shape {shape} ({size} values), over the memory budget")
+            raw = handle.read(size + 1)
+    except (OSError, EOFError) as exc:  # gzip's BadGzipFile is an OSError
+        raise ValueError(f"{path!r} cannot be read: {exc}") from None
+    if len(raw) < size:
+        raise ValueError(f"{path!r} is truncated: {len(raw)} bytes of data for shape {shape}")
+    if len(raw) > size:
+        raise ValueError(f"{path!r} holds more data than its header's shape {shape}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
 def _read_mnist(root: str, train: bool):
@@ -260,9 +303,13 @@ def _read_cifar10(root: str, train: bool):
             path = os.path.join(root, "cifar-10-batches-bin", stem + ".bin")
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"CIFAR-10 file {path!r} is missing")
+            if os.path.getsize(path) > 64 * 2**20:  # a batch is 30.7 MB
+                raise ValueError(f"{path!r} is {os.path.getsize(path) / 2**20:.0f} MiB, not a CIFAR-10 batch")
             raw = np.fromfile(path, dtype=np.uint8)
             if raw.size % 3073:
                 raise ValueError(f"{path!r} is truncated: {raw.size} bytes is not a multiple of 3073")
+            if np.any(raw.reshape(-1, 3073)[:, 0] > 9):
+                raise ValueError(f"{path!r} is not a CIFAR-10 binary batch (labels above 9)")
             records = raw.reshape(-1, 3073)
             labels.append(records[:, 0])
             images.append(records[:, 1:])
@@ -271,6 +318,8 @@ def _read_cifar10(root: str, train: bool):
             path = os.path.join(root, "cifar-10-batches-py", stem)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"CIFAR-10 file {path!r} is missing")
+            if os.path.getsize(path) > 64 * 2**20:  # a batch is 31 MB
+                raise ValueError(f"{path!r} is {os.path.getsize(path) / 2**20:.0f} MiB, not a CIFAR-10 batch")
             with open(path, "rb") as handle:
                 try:
                     batch = _ArrayUnpickler(handle, encoding="latin1").load()
@@ -278,10 +327,18 @@ def _read_cifar10(root: str, train: bool):
                     raise
                 except Exception as exc:
                     raise ValueError(f"{path!r} is not a CIFAR-10 batch: {exc}") from None
-            if not isinstance(batch, dict) or not {"data", "labels"} <= set(batch):
-                raise ValueError(f"{path!r} is not a CIFAR-10 batch (no 'data' and 'labels')")
-            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3072))
-            labels.append(np.asarray(batch["labels"]))
+            data = batch.get("data") if isinstance(batch, dict) else None
+            targets = batch.get("labels") if isinstance(batch, dict) else None
+            # exact types before any conversion: a pickle of shared references can make a small file
+            # stand for a nested list of billions of entries
+            if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+                    and data.shape[1] == 3072):  # fmt: skip
+                raise ValueError(f"{path!r} is not a CIFAR-10 batch ('data' is not uint8 with 3072 columns)")
+            if not (isinstance(targets, list) and len(targets) == data.shape[0]
+                    and all(type(v) is int and 0 <= v < 10 for v in targets)):  # fmt: skip
+                raise ValueError(f"{path!r} is not a CIFAR-10 batch ('labels' is not a class 0-9 per image)")
+            images.append(data)
+            labels.append(np.asarray(targets, dtype=np.int64))
     else:
         raise FileNotFoundError(f"no cifar-10-batches-bin/ or cifar-10-batches-py/ under {root!r}")
     return np.concatenate(images), np.concatenate(labels)

@@ -42,7 +42,14 @@ from sklearn.utils.extmath import svd_flip
 
 from ._validation import check_data, check_positive_int
 from .arrangements import Arrangements
-from .basis import BNBasis, check_rank_options, feature_scale, truncated_basis
+from .basis import (
+    BNBasis,
+    check_rank_options,
+    column_rms,
+    feature_scale,
+    scaled_magnitude,
+    truncated_basis,
+)
 from .losses import get_loss
 from .problem import ConvexBNProblem, ConvexBNSolution
 from .recovery import recover_network
@@ -212,8 +219,8 @@ def distributed_bn_basis(
     rank_tol, default_tol = comm.agree(check_rank_options, rank_tol, scale_features, n, d)
     mean = comm.sum_array(X.sum(axis=0)) / n
     Xc = X - mean
-    std = np.sqrt(comm.sum_array((Xc**2).sum(axis=0)) / n)
     spread = comm.max_array(np.abs(X).max(axis=0))
+    std = column_rms(lambda unit: comm.sum_array(((Xc / unit) ** 2).sum(axis=0)), spread, n)
     scale, constant = feature_scale(std, spread, scale_features)
     Xc = Xc / scale
     Xc[:, constant] = 0.0
@@ -226,7 +233,7 @@ def distributed_bn_basis(
     U_R, Vt = svd_flip(U_R, Vt, u_based_decision=False)
     S, Vt = S[: min(n, d)], Vt[: min(n, d)]  # the centered data has min(n, d) singular values
     U = Q @ U_R[comm.rank * d : comm.rank * d + m, : S.size]
-    abs_max = float(spread.max())
+    abs_max = scaled_magnitude(spread, scale, constant)
     scaled_norm = float(np.sqrt(comm.sum_array(np.array([np.sum((X / scale) ** 2)]))[0]))
     return comm.agree(
         truncated_basis, U, S, Vt, mean=mean, scale=scale, n=n, rank_tol=rank_tol, default_tol=default_tol,

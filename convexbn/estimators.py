@@ -41,6 +41,7 @@ from .fit import (
 )
 from .implicit_reg import spectral_filter
 from .network import BNNetwork
+from .persistence import load_estimator, register_estimator, save_estimator
 
 __all__ = ["ConvexBNClassifier", "ConvexBNRegressor", "AUTO_CVXPY_MAX_ROWS", "class_targets"]
 
@@ -218,15 +219,11 @@ class _ConvexBNBase(BaseEstimator):
     # --- persistence -------------------------------------------------------------------------------
     def save(self, path) -> None:
         """Save the fitted estimator to ``path`` (an ``.npz`` file; see :mod:`convexbn.persistence`)."""
-        from .persistence import save_estimator
-
         save_estimator(self, path)
 
     @classmethod
     def load(cls, path, *, check_version: bool = True):
         """Load an estimator saved with :meth:`save`; refuses another class, version or a corrupt file."""
-        from .persistence import load_estimator
-
         return load_estimator(path, expected_class=cls, check_version=check_version)
 
     def __sklearn_tags__(self):
@@ -235,6 +232,7 @@ class _ConvexBNBase(BaseEstimator):
         return tags
 
 
+@register_estimator
 class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
     """Two-layer ReLU network with batch normalization, trained to the global optimum of its convex
     reformulation (Ergen et al., ICLR 2022), with the activation patterns grown by the dual oracle.
@@ -470,6 +468,7 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
             return np.log(self.predict_proba(X))
 
 
+@register_estimator
 class ConvexBNRegressor(RegressorMixin, _ConvexBNBase):
     """Two-layer ReLU+BN network regressor trained to the global optimum of its convex reformulation,
     with the activation patterns grown by the dual oracle.

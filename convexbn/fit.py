@@ -36,7 +36,13 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._validation import check_choice, check_positive, check_positive_int
-from .arrangements import Arrangements, make_arrangements, max_arrangements, merge_arrangements
+from .arrangements import (
+    Arrangements,
+    enumeration_is_cheap,
+    make_arrangements,
+    max_arrangements,
+    merge_arrangements,
+)
 from .basis import BNBasis, bn_basis
 from .certificate import pattern_dual_values
 from .implicit_reg import filtered_basis, implicit_objective, spectral_filter
@@ -132,7 +138,9 @@ def _resolve_method(method: str, basis: BNBasis, n_arrangements: int, smooth: bo
                 "arrangements='search' needs a smooth loss (the hinge loss is not); use 'sample'"
             )
         return method
-    if max_arrangements(basis.n_samples, basis.dim) <= max(n_arrangements, AUTO_ENUMERATE_MAX):
+    if max_arrangements(basis.n_samples, basis.dim) <= max(n_arrangements, AUTO_ENUMERATE_MAX) and (
+        enumeration_is_cheap(basis.n_samples, basis.dim)
+    ):
         return "enumerate"
     return "search" if smooth else "sample"
 

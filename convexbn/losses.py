@@ -77,7 +77,15 @@ class SquaredLoss(Loss):
     name = "squared"
 
     def encode_targets(self, y):
-        return _as_2d_float(y)
+        Y = _as_2d_float(y)
+        magnitude = float(np.abs(Y).max()) if Y.size else 0.0
+        if magnitude * np.sqrt(Y.size) > 1e150:
+            raise ValueError(
+                f"targets up to {magnitude:.3g} are too large for the squared loss: its value "
+                "1/2 ||F - y||^2 overflows float64; rescale y (e.g. sklearn's TransformedTargetRegressor "
+                "with a StandardScaler)"
+            )
+        return Y
 
     def value(self, F, Y):
         return 0.5 * float(np.sum((F - Y) ** 2))

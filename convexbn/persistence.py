@@ -20,10 +20,11 @@ import hashlib
 import json
 import os
 import tempfile
-import zipfile
 
 import numpy as np
 
+from . import _version
+from ._files import load_npz_bounded
 from .network import BNNetwork
 
 __all__ = ["save_estimator", "load_estimator", "save_network", "load_network", "ModelFileError", "FORMAT",
@@ -42,6 +43,17 @@ _FITTED_SCALARS = (
 
 class ModelFileError(ValueError):
     """A model file cannot be loaded: not a convexbn model, corrupt, or written by another version."""
+
+
+#: The estimator classes a model file may hold, by name: filled by :func:`register_estimator` (the
+#: estimators module registers its classes), so that this module never imports the estimators.
+ESTIMATORS: dict = {}
+
+
+def register_estimator(cls):
+    """Class decorator: let :func:`load_estimator` build ``cls`` from a model file naming it."""
+    ESTIMATORS[cls.__name__] = cls
+    return cls
 
 
 def _digest(array: np.ndarray) -> str:
@@ -71,7 +83,45 @@ def _network_arrays(network: BNNetwork) -> tuple[dict, dict]:
 
 
 def _network_from(meta: dict, contents: dict) -> BNNetwork:
-    return BNNetwork(**{name: contents[name] for name in _NETWORK_ARRAYS}, **meta["network"])
+    """The stored network, after checking that its arrays and fields make one (``ValueError`` if not)."""
+    from .losses import LOSSES
+
+    fields = meta["network"]
+    if not isinstance(fields, dict) or set(fields) != {"n_train", "beta", "loss"}:
+        raise ValueError(f"network fields {fields!r} are not {{n_train, beta, loss}}")
+    n_train, beta, loss = fields["n_train"], fields["beta"], fields["loss"]
+    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
+        raise ValueError(f"n_train is {n_train!r}, not a positive integer")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not np.isfinite(beta) or beta < 0:
+        raise ValueError(f"beta is {beta!r}, not a finite number >= 0")
+    if loss not in LOSSES:
+        raise ValueError(f"loss is {loss!r}, not one of {sorted(LOSSES)}")
+    arrays = {name: contents[name] for name in _NETWORK_ARRAYS}
+    for name, array in arrays.items():
+        if array.dtype != np.float64:
+            raise ValueError(f"array {name!r} has dtype {array.dtype}, not float64")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"array {name!r} holds NaN or infinite values")
+    W, V = arrays["weights"], arrays["output"]
+    if W.ndim != 2 or V.ndim != 2 or V.shape[0] != W.shape[1]:
+        raise ValueError(f"weights {W.shape} and output {V.shape} are not (d, m) and (m, C)")
+    for name in ("gamma", "alpha", "running_mean", "running_norm"):
+        if arrays[name].shape != (W.shape[1],):
+            raise ValueError(f"array {name!r} has shape {arrays[name].shape}, not ({W.shape[1]},)")
+    return BNNetwork(**arrays, n_train=n_train, beta=float(beta), loss=loss)
+
+
+def _checked(path, build):
+    """``build()``; an error from crafted or inconsistent metadata becomes :class:`ModelFileError`."""
+    try:
+        return build()
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as exc:
+        raise ModelFileError(
+            f"{path!r} is corrupt or was edited: its metadata and arrays do not make a model "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
 
 
 def save_estimator(estimator, path) -> None:
@@ -86,14 +136,12 @@ def save_estimator(estimator, path) -> None:
     """
     from sklearn.utils.validation import check_is_fitted
 
-    from . import __version__
-
     check_is_fitted(estimator)
     arrays, network_fields = _network_arrays(estimator.network_)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "convexbn_version": __version__,
+        "convexbn_version": _version.__version__,
         "class": type(estimator).__name__,
         "params": {k: _json_param(k, v) for k, v in estimator.get_params(deep=False).items()},
         "network": network_fields,
@@ -137,24 +185,22 @@ def _write_archive(path, arrays: dict, meta: dict) -> str:
 
 def _read_archive(path, fmt: str, check_version: bool, what: str):
     """Read and check an archive written by :func:`_write_archive`: ``(meta, arrays)``."""
-    from . import __version__
-
+    __version__ = _version.__version__  # read at call time (tests may patch it)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no {what} file at {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            contents = {name: data[name] for name in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise ModelFileError(
-            f"{path!r} is not a readable convexbn {what} file (corrupt or truncated?): {exc}"
-        ) from exc
+        contents = load_npz_bounded(path, what=f"convexbn {what} file")
+    except ValueError as exc:
+        raise ModelFileError(str(exc)) from None
     if "metadata" not in contents:
         raise ModelFileError(f"{path!r} is an .npz archive but not a convexbn {what} file (no metadata)")
     try:
         meta = json.loads(contents.pop("metadata").tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path!r}: the metadata is corrupt: {exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFileError(f"{path!r}: the metadata is corrupt: {type(exc).__name__}") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path!r}: the metadata is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != fmt:
         raise ModelFileError(f"{path!r} is not a convexbn {what} file (format {meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -167,8 +213,8 @@ def _read_archive(path, fmt: str, check_version: bool, what: str):
             f"{path!r} was written by convexbn {meta.get('convexbn_version')}, this is convexbn "
             f"{__version__}; pass check_version=False to load it anyway"
         )
-    expected = meta.get("sha256", {})
-    if set(expected) != set(contents):
+    expected = meta.get("sha256")
+    if not isinstance(expected, dict) or set(expected) != set(contents):
         raise ModelFileError(
             f"{path!r} is corrupt: arrays {sorted(contents)} do not match {sorted(expected)}"
         )
@@ -194,15 +240,13 @@ def save_network(network: BNNetwork, path, *, report: dict | None = None) -> str
     str
         The path written.
     """
-    from . import __version__
-
     if not isinstance(network, BNNetwork):
         raise TypeError(f"expected a BNNetwork, got {type(network).__name__}")
     arrays, network_fields = _network_arrays(network)
     meta = {
         "format": NETWORK_FORMAT,
         "format_version": FORMAT_VERSION,
-        "convexbn_version": __version__,
+        "convexbn_version": _version.__version__,
         "network": network_fields,
         "report": report or {},
     }
@@ -218,7 +262,11 @@ def load_network(path, *, check_version: bool = True) -> tuple[BNNetwork, dict]:
         As :func:`load_estimator`.
     """
     meta, contents = _read_archive(path, NETWORK_FORMAT, check_version, "network")
-    return _network_from(meta, contents), meta.get("report", {})
+    network = _checked(path, lambda: _network_from(meta, contents))
+    report = meta.get("report", {})
+    if not isinstance(report, dict):
+        raise ModelFileError(f"{path!r}: the report is a {type(report).__name__}, not a JSON object")
+    return network, report
 
 
 def load_estimator(path, *, expected_class=None, check_version: bool = True):
@@ -239,27 +287,44 @@ def load_estimator(path, *, expected_class=None, check_version: bool = True):
     ModelFileError
         If the file is not a convexbn model, is corrupt, or fails a check above.
     """
-    from .estimators import ConvexBNClassifier, ConvexBNRegressor
-
     meta, contents = _read_archive(path, FORMAT, check_version, "model")
-    classes = {"ConvexBNClassifier": ConvexBNClassifier, "ConvexBNRegressor": ConvexBNRegressor}
-    cls = classes.get(meta.get("class"))
+    cls = ESTIMATORS.get(meta.get("class")) if isinstance(meta.get("class"), str) else None
     if cls is None:
         raise ModelFileError(f"{path!r} holds an unknown estimator class {meta.get('class')!r}")
     if expected_class is not None and not issubclass(cls, expected_class):
         raise ModelFileError(f"{path!r} holds a {cls.__name__}, not a {expected_class.__name__}")
 
-    estimator = cls(**meta["params"])
+    return _checked(path, lambda: _estimator_from(cls, meta, contents))
+
+
+def _estimator_from(cls, meta: dict, contents: dict):
+    params = meta["params"]
+    if not isinstance(params, dict) or not set(params) <= set(cls().get_params(deep=False)):
+        raise ValueError(f"params {sorted(params)!r} are not {cls.__name__}'s")
+    estimator = cls(**params)
     estimator.network_ = _network_from(meta, contents)
-    for key, value in meta["fitted"].items():
+    fitted = meta["fitted"]
+    if not isinstance(fitted, dict) or not set(fitted) <= set(_FITTED_SCALARS):
+        raise ValueError(f"fitted attributes {sorted(fitted)!r} are not the stored ones")
+    for key, value in fitted.items():
         setattr(estimator, key, value)
-    if "neurons_" not in meta["fitted"]:  # written before the shared-neuron program: per-output networks
+    if "neurons_" not in fitted:  # written before the shared-neuron program: per-output networks
         estimator.neurons_ = "per_output"
+    if fitted.get("n_features_in_", estimator.network_.n_features) != estimator.network_.n_features:
+        raise ValueError(f"n_features_in_ is {fitted['n_features_in_']!r}, the network has "
+                         f"{estimator.network_.n_features} inputs")  # fmt: skip
     if "feature_names_in_" in meta:
-        estimator.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
+        names = meta["feature_names_in_"]
+        if not isinstance(names, list) or len(names) != estimator.network_.n_features:
+            raise ValueError("feature_names_in_ does not name the network's inputs")
+        estimator.feature_names_in_ = np.asarray([str(f) for f in names], dtype=object)
     if "classes" in contents:
         classes_ = contents["classes"]
         if meta["classes_dtype"] == "object":
             classes_ = classes_.astype(object)
+        if classes_.ndim != 1 or classes_.size < 2:
+            raise ValueError(f"classes has shape {classes_.shape}, not (n_classes >= 2,)")
         estimator.classes_ = classes_
+    elif cls.__name__ == "ConvexBNClassifier":
+        raise ValueError("a classifier without its classes")
     return estimator

@@ -278,7 +278,7 @@ def test_numba_projection_in_a_forked_child():
     queue = ctx.Queue()
     child = ctx.Process(target=_project_in_child, args=(queue, a, Up, signs))
     child.start()
-    u = queue.get(timeout=60)
+    u = queue.get(timeout=600)
     child.join(60)
     assert child.exitcode == 0
     np.testing.assert_array_equal(u, parent.u.numpy())

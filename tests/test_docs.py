@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_docs_build_strict(tmp_path):
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "WARNING" not in res.stderr
     api = (tmp_path / "site" / "api" / "index.html").read_text()

@@ -222,7 +222,7 @@ def test_load_refuses_bad_files(iris, tmp_path, monkeypatch):
         ConvexBNClassifier.load(tmp_path / "missing.npz")
 
     written = re.escape(f"written by convexbn {convexbn.__version__}, this is convexbn 99.0.0")
-    monkeypatch.setattr(convexbn, "__version__", "99.0.0")
+    monkeypatch.setattr(convexbn._version, "__version__", "99.0.0")  # the one place the version lives
     with pytest.raises(ModelFileError, match=written):
         ConvexBNClassifier.load(path)
     loaded = ConvexBNClassifier.load(path, check_version=False)

@@ -443,7 +443,7 @@ def test_checkpoint_survives_a_killed_process(tmp_path, method):
     child = subprocess.Popen([sys.executable, str(script), str(ckpt), method, "0.05"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 900  # a hang guard for a loaded machine, not a timing assertion
         while not ckpt.exists() and time.time() < deadline and child.poll() is None:
             time.sleep(0.05)
         first = ckpt.stat().st_mtime_ns

@@ -179,7 +179,7 @@ def test_warm_start_reuses_the_atoms(iris):
 
 
 def test_certify_network_covers_shared_networks():
-    from convexbn.certificate import certify_network
+    from convexbn.network_certificate import certify_network
 
     X, Y = tiny(2, seed=1)
     fit = fit_convex_bn(X, [Y], 0.3, neurons="shared", random_state=0)

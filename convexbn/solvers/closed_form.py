@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..arrangements import Arrangements
-from ..problem import predict_from_groups
+from ..groups import predict_from_groups
 
 __all__ = ["solve_closed_form", "closed_form_applies", "closed_form_objective"]
 

@@ -14,7 +14,8 @@ import warnings
 import cvxpy as cp
 import numpy as np
 
-from ..problem import SolverError, SolverWarning
+from .._validation import check_positive_int
+from ..exceptions import SolverError, SolverWarning
 
 __all__ = ["solve_cvxpy", "mosek_license", "resolve_cvxpy_solver", "build_cvxpy_problem"]
 
@@ -150,6 +151,9 @@ def solve_cvxpy(problem, *, cvxpy_solver: str = "CLARABEL", verbose: bool = Fals
         The raw result consumed by :meth:`ConvexBNProblem.solve`.
     """
     name = resolve_cvxpy_solver(cvxpy_solver)
+    for key in ("max_iter", "max_iters"):  # Clarabel's and SCS's names
+        if key in solver_options:
+            check_positive_int(solver_options[key], key)
     scale = target_scale(problem)
     prob, W_pos, W_neg, F, fit = build_cvxpy_problem(problem, scale)
     attempts = [{**DEFAULT_OPTIONS.get(name, {}), **solver_options}]

@@ -23,7 +23,7 @@ import torch
 
 from ..shared_problem import LOSS_SMOOTHNESS, SharedOutputProblem, SharedSolution
 from .cone_projection import NumbaBasis, ProjectionMemory, project_cones, resolve_projection_backend
-from .torch_backend import check_device_dtype
+from .torch_common import check_device_dtype
 
 __all__ = ["solve_shared_fista", "solve_output_lasso"]
 

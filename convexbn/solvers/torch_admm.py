@@ -30,14 +30,8 @@ import os
 
 import torch
 
-from .torch_backend import (
-    cone_violation,
-    finished_groups,
-    load_checkpoint,
-    problem_fingerprint,
-    save_checkpoint,
-    warm_start_arrays,
-)
+from .checkpoint import StateSpec, load_checkpoint, problem_fingerprint, save_checkpoint
+from .torch_common import cone_violation, finished_groups, warm_start_arrays
 
 __all__ = ["solve_admm"]
 
@@ -191,7 +185,13 @@ def solve_admm(
     fingerprint = problem_fingerprint(problem, "admm", dtype) if checkpoint is not None else None
     state = None
     if resume and checkpoint is not None and os.path.exists(checkpoint):
-        state = load_checkpoint(checkpoint, fingerprint, dev)
+        groups, fit, slack = ((2, C, P, k), "float"), ((n, C), "float"), ((2, C, n, P), "float")
+        spec = StateSpec(
+            tensors={"x": groups, "v": groups, "lv": groups, "F": fit, "lF": fit, "s": slack, "ls": slack},
+            counters=("it",),
+            positive=("rho",),
+        )
+        state = load_checkpoint(checkpoint, fingerprint, dev, spec)
     if state is None:
         x = torch.zeros((2, C, P, k), device=dev, dtype=dtype)
         if warm_start is not None:

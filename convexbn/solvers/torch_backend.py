@@ -35,16 +35,17 @@ The hinge loss is smoothed (Huber, parameter ``mu``) with continuation ``mu -> m
 
 from __future__ import annotations
 
-import hashlib
 import math
 import numbers
 import os
-import tempfile
 
 import numpy as np
 import torch
 
-from ..problem import SolverError
+from .._validation import check_positive, check_positive_int
+from ..exceptions import CheckpointError, SolverError
+from .checkpoint import StateSpec, load_checkpoint, problem_fingerprint, save_checkpoint
+from .torch_common import check_device_dtype, cone_violation, warm_start_arrays
 
 __all__ = ["solve_torch", "TorchSolverState", "FISTA_MAX_DIM"]
 
@@ -90,106 +91,6 @@ class _Operators:
     def predict(self, Zdiff):
         """(n, C) outputs from pre-activations ``U' (W_pos - W_neg)^T``."""
         return (self.mask * Zdiff).sum(-1).T
-
-
-def check_device_dtype(device, dtype) -> torch.dtype:
-    """The torch dtype named by ``dtype`` (a dtype or its name), after checking it is float32 or float64 and
-    that a CUDA ``device`` has a CUDA device to run on; raises ``ValueError`` otherwise."""
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype, None)
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but torch finds no CUDA device")
-    return dtype
-
-
-def atomic_save(obj, path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never a torn file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-CHECKPOINT_FORMAT = "convexbn-checkpoint"
-CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be resumed: unreadable, not a convexbn checkpoint, or of another problem."""
-
-
-def problem_fingerprint(problem, method: str, dtype) -> str:
-    """SHA-256 of everything that determines a solve's iterates: data, patterns, targets, beta, loss,
-    formulation, method and dtype (not the device: a CPU checkpoint may resume on a GPU)."""
-    h = hashlib.sha256()
-    h.update(f"{method}|{problem.formulation}|{problem.loss.name}|{problem.beta!r}|{dtype}|".encode())
-    for array in (problem.Uprime, problem.mask, problem.Y):
-        h.update(f"{array.dtype.str}{array.shape}".encode())
-        h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()
-
-
-def save_checkpoint(state: dict, path, fingerprint: str) -> None:
-    """Write a solver state with its format tag and problem fingerprint (atomically)."""
-    atomic_save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "fingerprint": fingerprint,
-            "state": state,
-        },
-        path,
-    )
-
-
-def load_checkpoint(path, fingerprint: str, device) -> dict:
-    """Read a state written by :func:`save_checkpoint` for the same problem.
-
-    ``torch.load(weights_only=True)`` never runs code from the file. Raises :class:`CheckpointError`
-    for a truncated or corrupt file, a file that is not a convexbn checkpoint, another format version,
-    or a checkpoint of another problem (so a stale file is never silently resumed).
-    """
-    try:
-        obj = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # zip/pickle errors of every kind on a torn or foreign file
-        raise CheckpointError(
-            f"checkpoint {os.fspath(path)!r} cannot be read (truncated or corrupt?): {exc}"
-        ) from exc
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{os.fspath(path)!r} is not a convexbn solver checkpoint")
-    if obj.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {os.fspath(path)!r} has format version {obj.get('version')}, this convexbn "
-            f"reads version {CHECKPOINT_VERSION}"
-        )
-    if obj.get("fingerprint") != fingerprint:
-        raise CheckpointError(
-            f"checkpoint {os.fspath(path)!r} was written for another problem (data, patterns, targets, "
-            "beta, loss, method or dtype differ); delete it or pass resume=False"
-        )
-    return obj["state"]
-
-
-def finished_groups(X, method: str, device, dtype):
-    """``(W_pos, W_neg, solver_name)`` from a (2, C, P, k) tensor; ``SolverError`` if it is not finite."""
-    V = X.detach().to("cpu", torch.float64).numpy()
-    if not np.all(np.isfinite(V)):
-        raise SolverError(f"{method} diverged (non-finite iterates)")
-    name = f"torch-{method.lower()}:{torch.device(device).type}:{str(dtype).replace('torch.', '')}"
-    return V[0], V[1], name
-
-
-def warm_start_arrays(warm_start):
-    """``(W_pos, W_neg)`` numpy arrays from a ConvexBNSolution, a dict with those keys, or a pair."""
-    if hasattr(warm_start, "W_pos"):
-        Wp, Wn = warm_start.W_pos, warm_start.W_neg
-    elif isinstance(warm_start, dict):
-        Wp, Wn = warm_start["W_pos"], warm_start["W_neg"]
-    else:
-        Wp, Wn = warm_start
-    return np.asarray(Wp), np.asarray(Wn)
 
 
 def _loss_value_grad(ops, F, mu):
@@ -285,20 +186,6 @@ def _objective(ops, X, exact):
     F = ops.predict(Z)
     loss = ops.reduce_sum(ops.loss.torch_value(F, ops.Y).reshape(1))[0]
     return float(loss + ops.beta * X.norm(dim=-1).sum())
-
-
-def cone_violation(signs, pre, X, reduce_max=None):
-    """Largest relative violation of ``signs * pre(x) >= 0`` over the blocks of X (2, C, P, k).
-
-    ``reduce_max`` takes the maximum over the processes of a distributed solve (rows are sharded).
-    """
-    scale = float(X.norm(dim=-1).max())
-    if scale == 0:
-        return 0.0
-    worst = max(float((-signs * pre(X[j])).max()) for j in range(X.shape[0]))
-    if reduce_max is not None:
-        worst = reduce_max(worst)
-    return max(worst, 0.0) / scale
 
 
 def _min_norm_subgrad(G, X, beta):
@@ -426,6 +313,14 @@ def solve_torch(
         The raw result consumed by :meth:`ConvexBNProblem.solve`.
     """
     dtype = check_device_dtype(device, dtype)
+    check_positive_int(max_iter, "max_iter")
+    check_positive(tol, "tol")
+    check_positive(feas_tol, "feas_tol")
+    if dtype == torch.float32 and problem.Y.size and float(np.abs(problem.Y).max()) > 1e15:
+        raise ValueError(
+            f"targets up to {float(np.abs(problem.Y).max()):.3g} overflow float32 arithmetic (their squares "
+            "exceed its range); use dtype=float64 or rescale the targets"
+        )
     real = isinstance(rho_factor, numbers.Real) and not isinstance(rho_factor, bool)
     if not (real and math.isfinite(rho_factor) and rho_factor > 0):
         raise ValueError(f"rho_factor must be a positive finite number, got {rho_factor!r}")
@@ -470,7 +365,24 @@ def solve_torch(
     fingerprint = problem_fingerprint(problem, "al", dtype) if checkpoint is not None else None
     state = None
     if resume and checkpoint is not None and os.path.exists(checkpoint):
-        state = TorchSolverState(**load_checkpoint(checkpoint, fingerprint, ops.device))
+        blocks = (None, C, P, k)  # 1 block in the gated phase (and for the gated program), else 2
+        spec = StateSpec(
+            tensors={"X": (blocks, "float"), "X_prev": (blocks, "float"), "Lam": ((2, C, ops.n, P), "float")},
+            counters=("outer", "inner", "total"),
+            positive=("rho", "L", "t"),
+            nonnegative=("mu",),
+            optional=() if exact else ("Lam",),
+        )
+        loaded = load_checkpoint(checkpoint, fingerprint, ops.device, spec)
+        phase = loaded.get("phase")
+        if phase not in ("gated", "main"):
+            raise CheckpointError(f"checkpoint {os.fspath(checkpoint)!r}: phase is {phase!r}")
+        n_blocks = 2 if exact and phase == "main" else 1
+        if loaded["X"].shape[0] != n_blocks or loaded["X_prev"].shape != loaded["X"].shape:
+            raise CheckpointError(
+                f"checkpoint {os.fspath(checkpoint)!r}: {loaded['X'].shape[0]} blocks in phase {phase!r}"
+            )
+        state = TorchSolverState(**loaded)
     if state is None:
         X0 = torch.zeros(shape, device=ops.device, dtype=dtype)
         phase = "gated" if exact else "main"
@@ -614,8 +526,9 @@ def _lipschitz_estimate(ops, shape, exact, n_power=20):
     return max(est * curvature * (2 if exact else 1), 1e-12)
 
 
-def _fista_run(ops, state, *, exact, tol, max_iter, bar, save, every, report=None, check_every=5,
-               rel_change=0.0):
+def _fista_run(
+    ops, state, *, exact, tol, max_iter, bar, save, every, report=None, check_every=5, rel_change=0.0
+):
     """FISTA on the current (AL-augmented) problem, continuing from ``state``. True if converged.
 
     Converged: the minimum-norm subgradient is below ``tol`` times the reference gradient, or the best

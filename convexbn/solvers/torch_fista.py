@@ -48,7 +48,8 @@ import os
 
 import torch
 
-from ..problem import SolverError
+from ..exceptions import CheckpointError, SolverError
+from .checkpoint import StateSpec, load_checkpoint, problem_fingerprint, save_checkpoint
 from .cone_projection import (
     ConeProjection,
     NumbaBasis,
@@ -58,13 +59,7 @@ from .cone_projection import (
     project_cones,
     resolve_projection_backend,
 )
-from .torch_backend import (
-    finished_groups,
-    load_checkpoint,
-    problem_fingerprint,
-    save_checkpoint,
-    warm_start_arrays,
-)
+from .torch_common import finished_groups, warm_start_arrays
 
 __all__ = ["solve_fista"]
 
@@ -274,7 +269,18 @@ def _solve_fista(
     fingerprint = problem_fingerprint(problem, "fista", dtype) if checkpoint is not None else None
     state = None
     if resume and checkpoint is not None and os.path.exists(checkpoint):
-        state = load_checkpoint(checkpoint, fingerprint, dev)
+        n = problem.n_samples
+        spec = StateSpec(
+            tensors={"X": (shape, "float"), "X_prev": (shape, "float"), "faces": ((2 * C * P, k), "index")},
+            index_ranges={"faces": (-1, n)},  # -1: no active constraint; else a sample index
+            counters=("it", "bounds_from"),
+            positive=("t", "L"),
+        )
+        state = load_checkpoint(checkpoint, fingerprint, dev, spec)
+        if state.get("finish_at") is not None and not isinstance(state["finish_at"], int):
+            raise CheckpointError(
+                f"checkpoint {os.fspath(checkpoint)!r}: finish_at is {state['finish_at']!r}"
+            )
     if state is None:
         X = torch.zeros(shape, device=dev, dtype=dtype)
         faces = torch.full((2 * C * P, k), -1, dtype=torch.long, device=dev)
