@@ -667,6 +667,7 @@ def cli_cases(folder, network_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's foreground job
         )
         while not os.path.exists(target) and child.poll() is None:
             time.sleep(0.05)

@@ -19,7 +19,7 @@ The pieces, each in its own module (spec: ``shared/spec/convex-bn.md``):
 - :mod:`convexbn.persistence` -- portable save/load of fitted estimators.
 """
 
-from ._version import __version__
+from ._version import __version__ as __version__
 from .arrangements import (
     Arrangements,
     enumerate_arrangements,
@@ -57,7 +57,6 @@ __all__ = [
     "PostReLUBNProblem",
     "SpectralFilter",
     "ModelFileError",
-    "__version__",
     "ConvexBNClassifier",
     "ConvexBNProblem",
     "ConvexBNRegressor",

@@ -366,10 +366,7 @@ def _path(args) -> dict:
     else:
         beta_max = estimate_critical_beta(basis, y, loss, random_state=args.seed)
     if args.betas:
-        betas = np.asarray(args.betas, dtype=np.float64)
-        if np.any(~np.isfinite(betas)) or np.any(betas <= 0):
-            raise UserError(f"--betas must be positive, got {args.betas}")
-        betas = np.sort(betas)[::-1]
+        betas = np.sort(np.asarray(args.betas, dtype=np.float64))[::-1]  # positive: checked by argparse
     else:
         if not 0 < args.min_ratio < 1:
             raise UserError(f"--min-ratio must be in (0, 1), got {args.min_ratio}")

@@ -68,7 +68,8 @@ def run(name: str, args) -> dict:
 
     start = time.perf_counter()
     grid = GridSearchCV(
-        ConvexBNClassifier(n_arrangements=args.n_arrangements, loss=args.loss, random_state=0),
+        ConvexBNClassifier(n_arrangements=args.n_arrangements, loss=args.loss, random_state=0,
+                           search_rounds=args.search_rounds),  # fmt: skip
         {"beta": args.betas},
         cv=args.cv,
         n_jobs=2,
@@ -139,6 +140,8 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(LOADERS), choices=list(LOADERS))
     parser.add_argument("--n-arrangements", type=int, default=20)
+    parser.add_argument("--search-rounds", type=lambda v: v if v == "auto" else int(v), default="auto",
+                        help="the estimator's search_rounds (default auto)")  # fmt: skip
     parser.add_argument("--betas", type=float, nargs="+", default=[1e-3, 1e-2])
     parser.add_argument("--cv", type=int, default=3)
     parser.add_argument(

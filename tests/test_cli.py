@@ -98,15 +98,15 @@ def test_solve_npz_classification_and_bundled(tmp_path):
         (["--data", "missing.csv"], "no such data file 'missing.csv'"),
         (["--data", "BAD", "--target", "nope"], "has no column 'nope'; its columns are ['a', 'b', 'label']"),
         (["--data", "BAD"], "column 'b' is not numeric (line 4: 'six'); encode it or drop it"),
-        (["--data", "iris", "--beta", "-1"], "beta must be > 0, got -1.0"),
+        (["--data", "iris", "--beta", "-1"], "argument --beta: must be a finite number > 0, got '-1'"),
         (["--data", "iris", "--loss", "logistic"], "loss 'logistic' needs two classes"),
-        (["--data", "iris", "--arrangements", "0"], "n_arrangements must be >= 1, got 0"),
+        (["--data", "iris", "--arrangements", "0"], "argument --arrangements: must be >= 1, got '0'"),
         pytest.param(
             ["--data", "iris", "--solver", "torch", "--device", "cuda"],
             "device='cuda' was requested but torch finds no CUDA device",
             marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present"),
         ),
-        (["--data", "NAN"], "Input X contains NaN"),
+        (["--data", "NAN"], "line 3, column 'b' has a missing value ('nan')"),
     ],
 )
 def test_errors_are_one_line_with_status_2(tmp_path, args, message):
@@ -202,8 +202,9 @@ def test_path_end_to_end(regression_csv, tmp_path):
     path, _, _ = regression_csv
     out = tmp_path / "path"
     res = _run(
-        "path", "--data", str(path), "--arrangements", "15", "--n-betas", "3", "--out", str(out), "--quiet"
-    )
+        "path", "--data", str(path), "--arrangements", "15", "--n-betas", "3", "--rounds", "2",
+        "--out", str(out), "--quiet",
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr
     record = json.loads((out / "path.json").read_text())
     betas = [p["beta"] for p in record["points"]]
@@ -214,7 +215,7 @@ def test_path_end_to_end(regression_csv, tmp_path):
     assert neurons[0] >= 1 and neurons[-1] >= neurons[0]
     assert (out / "path.png").stat().st_size > 1000
     res = _run("path", "--data", str(path), "--betas", "1", "-2", "--quiet", "--out", str(out))
-    assert res.returncode == 2 and "--betas must be positive, got [1.0, -2.0]" in res.stderr
+    assert res.returncode == 2 and "argument --betas: must be a finite number > 0, got '-2'" in res.stderr
 
 
 @pytest.fixture

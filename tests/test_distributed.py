@@ -57,7 +57,8 @@ def single():
     return basis, arrangements, solution, recover_network(solution)
 
 
-@pytest.mark.parametrize("world", [2, 3])
+# two ranks (a third one on the 2 CI cores tripled the time: 44 s against 20 s, for the same check)
+@pytest.mark.parametrize("world", [2])
 def test_distributed_solve_equals_single_process(single, world):
     basis, arrangements, solution, network = single
     out = launch_local(_solve_worker, world, ({},), threads=1)

@@ -72,7 +72,9 @@ def test_binary_matches_problem_api(binary):
 @pytest.mark.parametrize("loss", ["logistic", "squared", "hinge", "cross_entropy"])
 def test_multiclass_objective_equals_forward_pass(iris, loss):
     X, y = iris
-    clf = ConvexBNClassifier(beta=1e-3, loss=loss, n_arrangements=20, random_state=1).fit(X, y)
+    # (3 search rounds: the equivalence holds after any number of rounds)
+    clf = ConvexBNClassifier(beta=1e-3, loss=loss, n_arrangements=20, random_state=1, search_rounds=3)
+    clf.fit(X, y)
     n, C = len(y), 3
     Y = {"logistic": _ovr(y, C), "hinge": _ovr(y, C), "squared": np.eye(C)[y], "cross_entropy": np.eye(C)[y]}
     assert clf.network_.objective(X, Y[loss]) / n == pytest.approx(clf.objective_, rel=1e-6)
@@ -89,8 +91,10 @@ def test_multiclass_objective_equals_forward_pass(iris, loss):
 def test_string_labels_and_parallel_programs(iris):
     X, y = iris
     names = np.array(["setosa", "versicolor", "virginica"])[y]
-    serial = ConvexBNClassifier(n_arrangements=20, random_state=0).fit(X, names)
-    parallel = ConvexBNClassifier(n_arrangements=20, random_state=0, n_jobs=2).fit(X, names)
+    # per-output programs: the ones n_jobs runs in parallel
+    options = {"n_arrangements": 20, "random_state": 0, "neurons": "per_output"}
+    serial = ConvexBNClassifier(**options).fit(X, names)
+    parallel = ConvexBNClassifier(**options, n_jobs=2).fit(X, names)
     np.testing.assert_array_equal(serial.classes_, ["setosa", "versicolor", "virginica"])
     np.testing.assert_array_equal(serial.predict(X), parallel.predict(X))
     np.testing.assert_allclose(serial.decision_function(X), parallel.decision_function(X), rtol=1e-12)
@@ -143,7 +147,7 @@ def test_pipeline_and_grid_search(binary):
 
 def test_torch_export_matches_predictions(iris):
     X, y = iris
-    clf = ConvexBNClassifier(n_arrangements=20, random_state=0).fit(X, y)
+    clf = ConvexBNClassifier(n_arrangements=20, random_state=0, search_rounds=3).fit(X, y)
     model = clf.network_.to_torch()
     with torch.no_grad():
         out = model(torch.as_tensor(X)).numpy()
@@ -152,7 +156,7 @@ def test_torch_export_matches_predictions(iris):
 
 def test_pickle_and_joblib_round_trip(iris, tmp_path):
     X, y = iris
-    clf = ConvexBNClassifier(n_arrangements=20, random_state=0).fit(X, y)
+    clf = ConvexBNClassifier(n_arrangements=20, random_state=0, search_rounds=3).fit(X, y)
     again = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
     joblib.dump(clf, tmp_path / "m.joblib")
@@ -166,7 +170,8 @@ def test_save_load_bit_for_bit(iris, tmp_path):
     X, y = iris
     frame = pd.DataFrame(X, columns=["sl", "sw", "pl", "pw"])
     labels = np.array(["a", "b", "c"], dtype=object)[y]
-    clf = ConvexBNClassifier(loss="cross_entropy", n_arrangements=20, random_state=0).fit(frame, labels)
+    clf = ConvexBNClassifier(loss="cross_entropy", n_arrangements=20, random_state=0, search_rounds=3)
+    clf.fit(frame, labels)
     path = tmp_path / "model.npz"
     clf.save(path)
     loaded = ConvexBNClassifier.load(path)
@@ -187,7 +192,7 @@ def test_save_load_bit_for_bit(iris, tmp_path):
 
 def test_load_refuses_bad_files(iris, tmp_path, monkeypatch):
     X, y = iris
-    clf = ConvexBNClassifier(n_arrangements=20, random_state=0).fit(X, y)
+    clf = ConvexBNClassifier(n_arrangements=20, random_state=0, search_rounds=3).fit(X, y)
     path = tmp_path / "model.npz"
     clf.save(path)
     raw = path.read_bytes()

@@ -72,7 +72,7 @@ def test_sklearn_pipeline():
 
 def test_model_selection():
     out = _run("model_selection.py", "--datasets", "wine", "--n-arrangements", "5", "--betas", "1e-2",
-               "--cv", "2", "--epochs", "50")  # fmt: skip
+               "--cv", "2", "--epochs", "50", "--search-rounds", "2")  # fmt: skip
     assert "| wine |" in out
 
 

@@ -396,9 +396,13 @@ def test_a_real_ctrl_c_during_a_solve_is_one_line(tmp_path):
     import time
 
     out = tmp_path / "out"
+    # a process started in the background of a non-interactive shell inherits SIGINT *ignored* (POSIX),
+    # and Python then installs no KeyboardInterrupt handler: give the child the default disposition, as a
+    # terminal's foreground process has
     child = subprocess.Popen(
         [sys.executable, "-m", "convexbn.cli", "solve", "--data", "digits", "--quiet", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         # the output folder is made (and checked) before any work: then the solve is under way
