@@ -28,7 +28,7 @@ def one_run(n, d, P, iters, limit_mib):
 
     from convexbn import ConvexBNProblem, bn_basis, sample_arrangements
     from convexbn.problem import SolverWarning
-    from convexbn.solvers.torch_fista import _ExactMaps
+    from convexbn.solvers.torch.fista import ExactMaps as _ExactMaps
 
     X, y = make_data(n, d)
     basis = bn_basis(X)

@@ -9,7 +9,7 @@ beta_per_sample * n``. The solve stops when the objective (4) changes by at most
 the stop is not taken inside an early, infeasible round), or at ``--time-limit`` / ``--max-iter``.
 Reported: wall time (basis, arrangements and solve apart), iterations, objective, relative cone
 violation, the number of neurons, and peak resident memory (``ru_maxrss``) with the memory formula of
-:mod:`convexbn.solvers.torch_backend` for comparison. On CUDA (``--device cuda``) it also reports the peak
+:mod:`convexbn.solvers.torch` for comparison. On CUDA (``--device cuda``) it also reports the peak
 allocated GPU memory and the achieved memory bandwidth of the solve (bytes the dense products must read
 per iteration, over the time per iteration) as a fraction of ``--peak-bandwidth``.
 
@@ -130,7 +130,7 @@ def main(argv=None):
     )
     n, P, k = args.n, row["P"], row["k"]
     itemsize = 4 if args.dtype == "float32" else 8
-    # the formula of convexbn.solvers.torch_backend (C = 1)
+    # the formula of convexbn.solvers.torch (C = 1)
     row["memory_formula_gb"] = ((3 + 10) * n * P + n * k + 12 * P * k) * itemsize / 2**30
     row["s_per_iter"] = row["solve_s"] / max(sol.n_iter, 1)
     if args.device.startswith("cuda"):

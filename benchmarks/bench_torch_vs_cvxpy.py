@@ -103,7 +103,7 @@ def run_pyscnn(problem, arr, y, beta, options):
 def load_projection(projection: str, dtypes=(torch.float64,)) -> tuple[str, float]:
     """The projection backend ``projection`` stands for here, and the seconds its first calls took (one
     per dtype: numba compiles, or loads from its cache, one version of its kernel per dtype)."""
-    from convexbn.solvers.cone_projection import project_cones, resolve_projection_backend
+    from convexbn.solvers.torch.projection import project_cones, resolve_projection_backend
 
     backend = resolve_projection_backend(projection, "cpu")
     start = time.perf_counter()

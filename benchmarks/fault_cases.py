@@ -37,7 +37,7 @@ from convexbn.cli import main as cli_main
 from convexbn.data import encode_task, load_dataset
 from convexbn.exceptions import CheckpointError, SolverError
 from convexbn.persistence import ModelFileError, _digest, load_network
-from convexbn.solvers.checkpoint import state_digest
+from convexbn.solvers.torch.checkpoint import state_digest
 
 CLEAR = (ValueError, TypeError, FileNotFoundError, MemoryError, ModelFileError, CheckpointError, SolverError)
 COLUMNS = ("clear error", "handled", "refused valid input", "traceback", "hang", "silent wrong")
@@ -410,7 +410,7 @@ def checkpoint_cases(folder):
     )
 
     def full_disk():
-        import convexbn.solvers.checkpoint as ck
+        import convexbn.solvers.torch.checkpoint as ck
 
         real = ck.torch.save
 

@@ -1,6 +1,6 @@
 """convexbn: globally optimal two-layer ReLU networks with batch normalization.
 
-The pieces, each in its own module (spec: ``shared/spec/convex-bn.md``):
+The pieces, each in its own module (the math: ``docs/math.md``):
 
 - :mod:`convexbn.basis` -- centering, SVD and the BN basis ``U'``;
 - :mod:`convexbn.arrangements` -- sampled or enumerated activation patterns;
@@ -11,41 +11,63 @@ The pieces, each in its own module (spec: ``shared/spec/convex-bn.md``):
 - :mod:`convexbn.certificate` / :mod:`convexbn.network_certificate` -- the dual certificate of global
   optimality, of a program's solution / of a trained network;
 - :mod:`convexbn.pattern_search` -- growing the pattern set from the dual (column generation);
-- :mod:`convexbn.implicit_reg` -- spectral filters encoding gradient descent's implicit bias (spec 9);
+- :mod:`convexbn.implicit_reg` -- spectral filters encoding gradient descent's implicit bias (docs/math.md
+section 9);
 - :mod:`convexbn.deep` / :mod:`convexbn.post_relu` -- layerwise deep BN networks and BN after the ReLU
-  (spec 10);
+  (docs/math.md section 10);
 - :mod:`convexbn.fit` -- the fit core: data -> patterns (searched) -> programs -> network -> bounds;
 - :mod:`convexbn.estimators` -- scikit-learn estimators over the fit core;
 - :mod:`convexbn.persistence` -- portable save/load of fitted estimators.
 """
 
 from ._version import __version__ as __version__
-from .arrangements import (
-    Arrangements,
-    enumerate_arrangements,
-    make_arrangements,
-    max_arrangements,
-    merge_arrangements,
-    network_arrangements,
-    relu_arrangements,
-    sample_arrangements,
-)
-from .basis import BNBasis, bn_basis
-from .certificate import Certificate, certify
-from .deep import DeepBNNetwork, fit_layerwise
-from .estimators import ConvexBNClassifier, ConvexBNRegressor
-from .fit import ConvexFit, SearchOptions, fit_convex_bn
-from .implicit_reg import SpectralFilter, filtered_basis, implicit_objective, spectral_filter
-from .losses import get_loss
-from .network import BNNetwork, concatenate_networks
-from .network_certificate import certify_network
-from .path import regularization_path
-from .pattern_search import candidate_patterns, solve_with_pattern_search
-from .persistence import ModelFileError
-from .post_relu import PostReLUBNNetwork, PostReLUBNProblem, recover_post_relu_network
-from .problem import ConvexBNProblem, ConvexBNSolution, SolverError, SolverWarning
-from .recovery import recover_network
-from .solvers import available_solvers
+
+#: Where each public name lives: ``import convexbn`` imports none of them (numpy, scikit-learn, torch and
+#: cvxpy load when a name that needs them is first used, PEP 562), ``from convexbn import X`` imports X's
+#: module only.
+_LOCATIONS = {
+    "Arrangements": "arrangements",
+    "BNBasis": "basis",
+    "BNNetwork": "network",
+    "Certificate": "certificate",
+    "ConvexBNClassifier": "estimators",
+    "ConvexBNProblem": "problem",
+    "ConvexBNRegressor": "estimators",
+    "ConvexBNSolution": "problem",
+    "ConvexFit": "fit",
+    "DeepBNNetwork": "deep",
+    "ModelFileError": "persistence",
+    "PostReLUBNNetwork": "post_relu",
+    "PostReLUBNProblem": "post_relu",
+    "SearchOptions": "fit",
+    "SolverError": "problem",
+    "SolverWarning": "problem",
+    "SpectralFilter": "implicit_reg",
+    "available_solvers": "solvers",
+    "bn_basis": "basis",
+    "candidate_patterns": "pattern_search",
+    "certify": "certificate",
+    "certify_network": "network_certificate",
+    "concatenate_networks": "network",
+    "enumerate_arrangements": "arrangements",
+    "filtered_basis": "implicit_reg",
+    "fit_convex_bn": "fit",
+    "fit_layerwise": "deep",
+    "get_loss": "losses",
+    "implicit_objective": "implicit_reg",
+    "make_arrangements": "arrangements",
+    "max_arrangements": "arrangements",
+    "merge_arrangements": "arrangements",
+    "network_arrangements": "arrangements",
+    "recover_network": "recovery",
+    "recover_post_relu_network": "post_relu",
+    "regularization_path": "path",
+    "relu_arrangements": "arrangements",
+    "sample_arrangements": "arrangements",
+    "solve_with_pattern_search": "pattern_search",
+    "spectral_filter": "implicit_reg",
+}
+
 
 __all__ = [
     "Arrangements",
@@ -89,3 +111,18 @@ __all__ = [
     "regularization_path",
     "sample_arrangements",
 ]
+
+
+def __getattr__(name: str):
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'convexbn' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

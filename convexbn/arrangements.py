@@ -1,4 +1,4 @@
-"""Hyperplane arrangements of the BN basis (spec section 3).
+"""Hyperplane arrangements of the BN basis (docs/math.md section 3).
 
 An arrangement is the 0/1 activation pattern ``D = diag(1[U' g >= 0])`` of one neuron on the training
 samples. We store a set of ``P`` patterns as a boolean mask of shape (n, P), column ``i`` being ``D_i``.
@@ -75,7 +75,7 @@ def _unique_patterns(mask: np.ndarray, generators: np.ndarray):
 
 
 def sample_arrangements(basis: BNBasis, n_arrangements: int = 200, *, random_state=None) -> Arrangements:
-    """Sample activation patterns from Gaussian generators ``g ~ N(0, I_{r+1})`` (spec section 3).
+    """Sample activation patterns from Gaussian generators ``g ~ N(0, I_{r+1})`` (docs/math.md section 3).
 
     Duplicates and the all-zero pattern are dropped, so at most ``n_arrangements`` patterns are
     returned; if every draw gave the all-zero pattern (possible for tiny ``n_arrangements``), more
@@ -225,7 +225,7 @@ def network_arrangements(basis: BNBasis, network) -> Arrangements:
     """The activation patterns of a trained BN network's neurons on the training data of ``basis``.
 
     Neuron ``j`` of a :class:`~convexbn.BNNetwork` is ``relu(U' z_j)`` on the training data, with
-    ``z_j = [gamma_j q_j; alpha_j]`` and ``q_j = U^T P X w_j / ||P X w_j||`` (spec section 2), so its
+    ``z_j = [gamma_j q_j; alpha_j]`` and ``q_j = U^T P X w_j / ||P X w_j||`` (docs/math.md section 2), so its
     pattern is ``1[U' z_j >= 0]`` and ``z_j`` is its generator. Adding these patterns to a sample
     (:func:`merge_arrangements`) makes the convex optimum at most the network's objective (3) for a single
     output: the network is a feasible point of the convex program on its own patterns.

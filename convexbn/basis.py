@@ -1,4 +1,4 @@
-"""The BN basis: centering, compact SVD and the whitened data U' = [U, 1/sqrt(n)] (spec section 2)."""
+"""The BN basis: centering, compact SVD and the whitened data U' = [U, 1/sqrt(n)] (docs/math.md section 2)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class BNBasis:
     """Centered SVD of the training data and the BN basis built from it.
 
     With ``P X diag(scale)^-1 = U diag(S) V^T`` (rank ``r``), a BN neuron's output on the training data
-    is ``U' z`` with ``U' = [U, 1/sqrt(n)]`` and ``z = [gamma q; alpha]`` (spec eq. after (2)).
+    is ``U' z`` with ``U' = [U, 1/sqrt(n)]`` and ``z = [gamma q; alpha]`` (docs/math.md eq. after (2)).
     ``scale`` holds the columns' standard deviations (see ``scale_features`` in :func:`bn_basis`);
     ``U`` spans the column space of ``P X`` whatever the scaling, so the program is the same.
 
@@ -121,7 +121,7 @@ class BNBasis:
 
 
 def bn_basis(X, *, rank_tol: float | None = None, scale_features: bool = True) -> BNBasis:
-    """Center ``X``, take its compact SVD and build the BN basis (spec section 2).
+    """Center ``X``, take its compact SVD and build the BN basis (docs/math.md section 2).
 
     Parameters
     ----------
@@ -141,7 +141,7 @@ def bn_basis(X, *, rank_tol: float | None = None, scale_features: bool = True) -
         accurate when features differ in scale by many orders of magnitude (1e-8 .. 1e8), where the
         unscaled SVD loses the small directions to rounding. A column whose spread is below
         ``1e-12`` of its magnitude is treated as constant (its centered values are rounding noise) and
-        zeroed. ``False`` is the spec's literal SVD of ``P X``.
+        zeroed. ``False`` is the literal SVD of docs/math.md section 2 of ``P X``.
 
     Returns
     -------

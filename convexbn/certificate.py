@@ -1,4 +1,4 @@
-"""Dual certificate of global optimality (spec section 6).
+"""Dual certificate of global optimality (docs/math.md section 6).
 
 With ``lambda = -grad L(F*)`` (or the solver's dual for the non-smooth hinge loss), the dual of (4) is
 feasible iff for every arrangement ``D`` and output ``c``
@@ -100,11 +100,11 @@ def pattern_dual_values(Uprime: np.ndarray, mask: np.ndarray, lam: np.ndarray) -
     """``max |lambda_c^T D_i U' u|`` over each pattern's cone and the unit ball, shape (C, P).
 
     The batched counterpart of :func:`dual_values` (docs/math.md section 6): one
-    call of :func:`convexbn.solvers.cone_projection.project_cones` for every pattern, sign and output.
+    call of :func:`convexbn.solvers.torch.projection.project_cones` for every pattern, sign and output.
     """
     import torch
 
-    from .solvers.cone_projection import project_cones  # (torch and numba: imported on first use)
+    from .solvers.torch.projection import project_cones  # (torch and numba: imported on first use)
 
     lam = np.asarray(lam, dtype=np.float64).reshape(Uprime.shape[0], -1)
     C, P = lam.shape[1], mask.shape[1]

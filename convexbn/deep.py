@@ -1,19 +1,19 @@
-"""Deeper BN networks, layer by layer (spec section 10, "Deep networks: layerwise").
+"""Deeper BN networks, layer by layer (docs/math.md section 10, "Deep networks: layerwise").
 
 A deep ReLU network with BN before every ReLU,
 
     A_0 = X,   A_l = relu(BN_{gamma_l, alpha_l}(A_{l-1} W_l)),   f(X) = A_{L-1} V  (per output: a BN layer
     and the output weights on top of A_{L-2}),
 
-is, for fixed inner layers, the two-layer network of spec eq. (2) on the inputs ``A = A_{L-2}``: its last
-BN layer and output weights solve the two-layer convex program (4) built on the BN basis of ``A``
+is, for fixed inner layers, the two-layer network of docs/math.md eq. (2) on the inputs ``A = A_{L-2}``: its
+last BN layer and output weights solve the two-layer convex program (4) built on the BN basis of ``A``
 (centering and SVD of ``A`` in place of ``X``). :func:`fit_layerwise` trains such a network greedily:
 stage ``l`` solves the two-layer program on ``A_{l-1}`` with the task's targets, keeps the recovered BN
 layer as hidden layer ``l`` and feeds its activations to stage ``l + 1``; the last stage's output weights
 are the network's. Each stage is a global optimum over its own layer given the ones below (certifiable
 with :func:`convexbn.certify` on the stage's problem), not a global optimum over all layers jointly.
 
-What is derived here rather than taken from the paper: the objective of the deep network is the spec's
+What is derived here rather than taken from the paper: the objective of the deep network is docs/math.md's
 weight decay on every BN parameter and on the output weights,
 
     L(f(X), y) + (beta / 2) [ sum_l sum_j (gamma_lj^2 + alpha_lj^2) + sum_j ||v_j||^2 ],
@@ -24,7 +24,7 @@ invariant to a positive rescaling of its input's columns, so scaling an inner la
 ``c > 0`` leaves ``f`` unchanged and scales the term by ``c^2``; its infimum is 0, and the infimum of the
 deep objective over the inner layers' scales is the last stage's convex optimum
 (:meth:`DeepBNNetwork.rescale_hidden` does the rescaling). In the wide case (the centered rank of ``A`` is
-``n - 1``) the last stage is the closed form of spec section 7: the soft-thresholded labels.
+``n - 1``) the last stage is the closed form of docs/math.md section 7: the soft-thresholded labels.
 """
 
 from __future__ import annotations

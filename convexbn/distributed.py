@@ -12,7 +12,7 @@ steps on the same (replicated, small) variables ``W_pos``, ``W_neg`` of shape (C
    per-rank hashes of each pattern, keeping the same first occurrences as
    :func:`convexbn.sample_arrangements`.
 3. :class:`DistributedConvexBNProblem` and its ``solve``: the augmented-Lagrangian torch solver
-   (``method="al"``, :mod:`convexbn.solvers.torch_backend`) with, per iteration, one all-reduce of the
+   (``method="al"``, :mod:`convexbn.solvers.torch`) with, per iteration, one all-reduce of the
    gradient at the extrapolated point (``2 C P k + 1`` floats), a scalar one per backtracking trial, the
    stopping rule's gradient every 5th iteration, and one scalar max-reduce per AL round.
    Stopping rules, pruning, the reported objective and the recovered network are those of the
@@ -30,9 +30,6 @@ See ``examples/distributed_solve.py`` and ``docs/scaling.md``.
 from __future__ import annotations
 
 import hashlib
-import queue
-import socket
-import traceback
 
 import numpy as np
 import torch
@@ -50,6 +47,7 @@ from .basis import (
     scaled_magnitude,
     truncated_basis,
 )
+from .distributed_launch import launch_local
 from .losses import get_loss
 from .problem import ConvexBNProblem, ConvexBNSolution
 from .recovery import recover_network
@@ -183,7 +181,7 @@ class Communicator:
 def distributed_bn_basis(
     X_local, *, rank_tol: float | None = None, scale_features: bool = True, group=None
 ) -> BNBasis:
-    """The BN basis (spec section 2) of data split by rows over the ranks, without gathering it.
+    """The BN basis (docs/math.md section 2) of data split by rows over the ranks, without gathering it.
 
     Parameters
     ----------
@@ -371,7 +369,7 @@ class DistributedConvexBNProblem(ConvexBNProblem):
             Each rank saves its state to ``f"{checkpoint}.rank{r}-of-{w}"`` (its multipliers are its own
             rows); resume with ``resume=True`` and the same number of ranks.
         **options
-            Passed to :func:`convexbn.solvers.torch_backend.solve_torch` (``method`` must be ``"al"``).
+            Passed to :func:`convexbn.solvers.torch.solve_torch` (``method`` must be ``"al"``).
 
         Returns
         -------
@@ -427,91 +425,7 @@ def fit_distributed(
     return solution, network
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def _local_worker(fn, rank, world_size, port, backend, threads, args, results):
-    try:
-        if threads:
-            torch.set_num_threads(threads)
-        dist.init_process_group(
-            backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
-        )
-        try:
-            results.put((rank, True, fn(rank, world_size, *args)))
-        finally:
-            dist.destroy_process_group()
-    except BaseException:  # the parent re-raises it with this rank's traceback
-        results.put((rank, False, traceback.format_exc()))
 
 
-def launch_local(fn, world_size: int, args: tuple = (), *, backend: str = "gloo", threads: int | None = None,
-                 timeout: float = 600.0) -> list:  # fmt: skip
-    """Run ``fn(rank, world_size, *args)`` in ``world_size`` new processes on this machine, joined by a
-    ``torch.distributed`` process group on the loopback address (the ``torchrun --standalone`` setting,
-    from Python: for tests, notebooks and benchmarks).
-
-    Parameters
-    ----------
-    fn : callable
-        Picklable by reference (a module-level function); its return values must be picklable.
-    world_size : int
-    args : tuple
-        Extra arguments, pickled to every process.
-    backend : str
-        ``"gloo"`` (CPU) or ``"nccl"`` (one GPU per process).
-    threads : int, optional
-        ``torch.set_num_threads`` in each process (default: torch's own choice).
-    timeout : float
-        Seconds to wait for all results.
-
-    Returns
-    -------
-    list
-        ``fn``'s return value of each rank, in rank order.
-
-    Raises
-    ------
-    RuntimeError
-        With the traceback of the first rank that failed, or on a timeout (the processes are killed).
-    """
-    import torch.multiprocessing as mp
-
-    world_size = check_positive_int(world_size, "world_size")
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    port = _free_port()
-    procs = [
-        ctx.Process(target=_local_worker, args=(fn, rank, world_size, port, backend, threads, args, results))
-        for rank in range(world_size)
-    ]
-    for proc in procs:
-        proc.start()
-    out, failure = {}, None
-    waited = 0.0
-    try:
-        while len(out) < world_size and failure is None:
-            try:
-                rank, ok, payload = results.get(timeout=1.0)
-            except queue.Empty:
-                waited += 1.0
-                dead = [p for p in procs if p.exitcode not in (None, 0)]
-                if dead or waited > timeout:
-                    failure = "a process died" if dead else f"timed out after {timeout:.0f} s"
-                continue
-            if ok:
-                out[rank] = payload
-            else:
-                failure = f"rank {rank} failed:\n{payload}"
-    finally:
-        for proc in procs:
-            proc.join(timeout=5 if failure is None else 0.1)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-    if failure is not None:
-        raise RuntimeError(f"launch_local({getattr(fn, '__name__', fn)!r}, {world_size}): {failure}")
-    return [out[rank] for rank in range(world_size)]

@@ -1,10 +1,10 @@
 """Spectral filters: the implicit regularization of gradient descent on a BN network, encoded in the convex
-program (spec section 9).
+program (docs/math.md section 9).
 
 Gradient descent on the first-layer weights ``w`` of a BN network moves the BN direction ``q = S V^T w``
 by ``-eta S^2 grad_q L``: it fits the directions of large singular values of the centered data first, and
 from a small initialization it is biased towards small ``||S^{-1} q||``. The plain convex program on the
-whitened basis ``U' = [U, 1/sqrt(n)]`` has no such bias. The family of spec section 9 puts it back by
+whitened basis ``U' = [U, 1/sqrt(n)]`` has no such bias. The family of docs/math.md section 9 puts it back by
 replacing ``U'`` with
 
     U'_F = [U F(S), 1/sqrt(n)],
@@ -21,7 +21,7 @@ The network stays a BN network: a group ``u = [q'; a]`` of the filtered program 
 ``gamma q = F(S) q'`` and ``alpha = a``, so its output ``U F(S) q' + a / sqrt(n)`` is unchanged, and its
 weights map back through the same ``F``: ``w = V S^{-1} q``. What changes is the penalty: the program
 charges ``||[F^{-1} gamma q; alpha]||``, i.e. the network objective whose weight decay on ``gamma`` is
-weighted by the direction, ``gamma^2 ||F(S)^{-1} q||^2`` (spec section 9, "a group penalty weighted by
+weighted by the direction, ``gamma^2 ||F(S)^{-1} q||^2`` (docs/math.md section 9, "a group penalty weighted by
 ``diag(S, s)^{-1}``"). :func:`implicit_objective` computes that objective by a plain forward pass, and
 the convex optimum equals it at the recovered network.
 
@@ -58,7 +58,7 @@ FILTER_KINDS = ("identity", "power", "truncate")
 
 @dataclass(frozen=True)
 class SpectralFilter:
-    """A map ``F`` of the singular values of the centered data (spec section 9).
+    """A map ``F`` of the singular values of the centered data (docs/math.md section 9).
 
     Parameters
     ----------
@@ -234,8 +234,8 @@ def implicit_objective(network, X, y, basis: BNBasis, implicit_reg=None) -> floa
     """Objective of ``network`` under the filtered weight decay, by a plain forward pass on ``X``.
 
     ``L(f(X), y) + (beta / 2) sum_j (gamma_j^2 ||F(S)^{-1} q_j||^2 + alpha_j^2 + ||v_j||^2)`` with
-    ``f`` the training-mode forward pass (spec eq. (2)); for the identity filter this is objective (3).
-    The convex optimum of ``ConvexBNProblem(..., implicit_reg=implicit_reg)`` equals it at the recovered
+    ``f`` the training-mode forward pass (docs/math.md eq. (2)); for the identity filter this is objective
+    (3). The convex optimum of ``ConvexBNProblem(..., implicit_reg=implicit_reg)`` equals it at the recovered
     network.
 
     Parameters

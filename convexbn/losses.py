@@ -6,13 +6,27 @@ Each loss provides what the rest of the package needs, and nothing else:
 - ``value`` / ``grad``: numpy (the forward objective and the dual certificate);
 - ``cvxpy``: a cvxpy expression for the interior-point backends;
 - ``conjugate``: ``L*(mu)`` on the domain reached by scaled gradients (the certificate's lower bound);
-- ``torch_value``: a torch expression for the first-order solver and the SGD trainers.
+- ``torch_value`` / ``torch_grad`` / ``torch_value_grad``: torch expressions for the first-order solvers
+  and the SGD trainers (``torch_value_grad`` is the smoothed value and gradient for a nonsmooth loss);
+- ``torch_prox``: ``argmin_F L(F, Y) + (rho / 2) ||F - Z||^2`` (ADMM's loss step).
 
-Losses are sums over samples (no 1/n), as in spec eq. (3).
+And the properties the solvers ask instead of comparing names:
+
+- ``smooth``: whether the gradient is Lipschitz (FISTA takes it as it is);
+- ``curvature``: that Lipschitz constant per sample (the largest eigenvalue of the Hessian of one
+  sample's loss; ``inf`` for a nonsmooth loss);
+- ``step_curvature``: the curvature a first-order solver starts its step-size search from
+  (``curvature``, or 1 for a smoothed loss, whose backtracking then raises it);
+- ``smoothing_start``: the first smoothing parameter of a nonsmooth loss (0 for a smooth one);
+- ``scalable_targets``: whether ``(Y, beta) -> (Y / s, beta / s)`` maps solutions to solutions / s (the
+  squared loss: the conic backends solve badly scaled targets at unit scale).
+
+Losses are sums over samples (no 1/n), as in docs/math.md eq. (3).
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -34,6 +48,14 @@ class Loss(ABC):
 
     name: str = ""
     smooth: bool = True
+    curvature: float = 1.0
+    smoothing_start: float = 0.0
+    scalable_targets: bool = False
+
+    @property
+    def step_curvature(self) -> float:
+        """Curvature a first-order solver's step-size search starts from (see the module docstring)."""
+        return self.curvature if self.smooth else 1.0
 
     @abstractmethod
     def encode_targets(self, y) -> np.ndarray: ...
@@ -52,6 +74,18 @@ class Loss(ABC):
 
     @abstractmethod
     def torch_value(self, F, Y): ...
+
+    @abstractmethod
+    def torch_grad(self, F, Y): ...
+
+    def torch_value_grad(self, F, Y, mu: float = 0.0):
+        """Value and gradient in torch; a nonsmooth loss smooths itself with parameter ``mu``."""
+        return self.torch_value(F, Y), self.torch_grad(F, Y)
+
+    @abstractmethod
+    def torch_prox(self, Z, Y, rho: float, F0=None):
+        """``argmin_F L(F, Y) + (rho / 2) ||F - Z||^2`` for F, Z, Y of shape (n, C); ``F0`` starts the
+        iterative proxes (ADMM passes its previous iterate)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -75,6 +109,8 @@ class SquaredLoss(Loss):
     """``1/2 ||F - Y||_F^2``; any real targets, one column per output."""
 
     name = "squared"
+    curvature = 1.0
+    scalable_targets = True
 
     def encode_targets(self, y):
         Y = _as_2d_float(y)
@@ -107,6 +143,9 @@ class SquaredLoss(Loss):
     def torch_grad(self, F, Y):
         return F - Y
 
+    def torch_prox(self, Z, Y, rho, F0=None):
+        return (Y + rho * Z) / (1 + rho)
+
 
 def _check_pm1(Y, name):
     if not np.all(np.isin(Y, (-1.0, 1.0))):
@@ -118,6 +157,7 @@ class LogisticLoss(Loss):
     """``sum log(1 + exp(-Y * F))`` with ``Y in {-1, +1}``, per output column."""
 
     name = "logistic"
+    curvature = 0.25
 
     def encode_targets(self, y):
         return _check_pm1(_as_2d_float(y), self.name)
@@ -148,12 +188,29 @@ class LogisticLoss(Loss):
 
         return -Y * torch.sigmoid(-Y * F)
 
+    def torch_prox(self, Z, Y, rho, F0=None):
+        import torch
+
+        y, z = Y.reshape(-1, 1), Z.reshape(-1, 1)  # elementwise: rows of one coordinate
+
+        def value(F):
+            return torch.nn.functional.softplus(-y * F)[:, 0]
+
+        def grad_hess(F):
+            p = torch.sigmoid(-y * F)
+            return -y * p, (p * (1 - p))[:, :, None]
+
+        start = (Z if F0 is None else F0).reshape(-1, 1)
+        return newton_prox(value, grad_hess, z, rho, start).reshape(Z.shape)
+
 
 class HingeLoss(Loss):
     """``sum max(0, 1 - Y * F)`` with ``Y in {-1, +1}``, per output column. Not smooth."""
 
     name = "hinge"
     smooth = False
+    curvature = math.inf
+    smoothing_start = 1e-2
 
     def encode_targets(self, y):
         return _check_pm1(_as_2d_float(y), self.name)
@@ -178,6 +235,19 @@ class HingeLoss(Loss):
     def torch_value(self, F, Y):
         return (1 - Y * F).clamp_min(0).sum()
 
+    def torch_grad(self, F, Y):
+        return -Y * (Y * F < 1).to(F.dtype)
+
+    def torch_value_grad(self, F, Y, mu: float = 0.0):
+        """The Huber-smoothed value and gradient (:meth:`torch_smoothed`); ``mu > 0``."""
+        return self.torch_smoothed(F, Y, mu)
+
+    def torch_prox(self, Z, Y, rho, F0=None):
+        import torch
+
+        m = Y * Z  # shift toward the margin by at most 1 / rho
+        return torch.where(m >= 1, Z, torch.where(m <= 1 - 1 / rho, Z + Y / rho, Y))
+
     def torch_smoothed(self, F, Y, mu: float):
         """Value and gradient of the Huber-smoothed hinge (Nesterov smoothing, parameter ``mu``).
 
@@ -199,6 +269,7 @@ class CrossEntropyLoss(Loss):
     """
 
     name = "cross_entropy"
+    curvature = 0.5  # the Hessian diag(p) - p p^T has eigenvalues in [0, 1/2]
 
     def encode_targets(self, y):
         y = np.asarray(y)
@@ -248,6 +319,53 @@ class CrossEntropyLoss(Loss):
         import torch
 
         return torch.softmax(F, dim=1) - Y
+
+    def torch_prox(self, Z, Y, rho, F0=None):
+        import torch
+
+        def value(F):
+            return torch.logsumexp(F, dim=1) - (Y * F).sum(1)
+
+        def grad_hess(F):
+            p = torch.softmax(F, dim=1)
+            return p - Y, torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+
+        return newton_prox(value, grad_hess, Z, rho, Z if F0 is None else F0)
+
+
+def newton_prox(value, grad_hess, Z, rho, F0, max_steps=30, gtol=1e-9):
+    """Damped Newton with Armijo backtracking on ``phi(f) = l(f) + (rho/2)||f - Z||^2`` per row.
+
+    ``value(F)`` -> (m,), ``grad_hess(F)`` -> (m, c), (m, c, c); rows are independent strongly convex
+    problems, so the damped method converges globally (and quadratically near the minimiser).
+    """
+    import torch
+
+    F = F0.clone()
+    eye = torch.eye(F.shape[1], dtype=F.dtype, device=F.device)
+    phi = lambda G: value(G) + 0.5 * rho * (G - Z).square().sum(-1)  # noqa: E731
+    for _ in range(max_steps):
+        g, H = grad_hess(F)
+        g = g + rho * (F - Z)
+        if float(g.abs().max()) <= gtol:
+            break
+        if F.shape[1] == 1:
+            d = g / (H[:, :, 0] + rho)
+        else:
+            d = torch.linalg.solve(H + rho * eye, g.unsqueeze(-1)).squeeze(-1)
+        slope = (g * d).sum(-1)
+        f0 = phi(F)
+        t = torch.ones_like(slope)
+        for _ in range(30):
+            ok = phi(F - t[:, None] * d) <= f0 - 1e-4 * t * slope
+            if bool(ok.all()):
+                break
+            t = torch.where(ok, t, t / 2)
+        step = t[:, None] * d
+        F = F - step
+        if float(step.abs().max()) <= 1e-13 * (1 + float(F.abs().max())):  # at the rounding floor
+            break
+    return F
 
 
 LOSSES = {cls.name: cls for cls in (SquaredLoss, LogisticLoss, HingeLoss, CrossEntropyLoss)}

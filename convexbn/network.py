@@ -1,4 +1,5 @@
-"""The two-layer ReLU+BN network in the spec's parametrization (eq. (1)-(3)), as plain numpy.
+"""The two-layer ReLU+BN network in the parametrization of docs/math.md section 1 (eq. (1)-(3)), as plain
+numpy.
 
 ``f(X) = sum_j relu(gamma_j P X w_j / ||P X w_j|| + alpha_j / sqrt(n)) v_j^T``
 
@@ -27,7 +28,7 @@ class BNNetwork:
     weights : ndarray of shape (d, m)
         First-layer weights ``w_j`` (no bias: BN's centering removes it).
     gamma, alpha : ndarray of shape (m,)
-        BN scale and shift in the spec's convention (eq. (1)).
+        BN scale and shift in the convention of docs/math.md eq. (1).
     output : ndarray of shape (m, C)
         Output weights ``v_j``.
     running_mean, running_norm : ndarray of shape (m,)
@@ -126,7 +127,7 @@ class BNNetwork:
     def to_torch(self, *, dtype=None, eps: float = 1e-5):
         """Export as ``nn.Sequential(Linear, BatchNorm1d, ReLU, Linear)`` with the same function.
 
-        PyTorch's training-mode BN is ``sqrt(n)`` times the spec's (eq. (1) and the note after (3)), and
+        PyTorch's training-mode BN is ``sqrt(n)`` times docs/math.md's (eq. (1) and the note after (3)), and
         adds ``eps`` to the variance. The export scales ``w_j`` so that the biased training variance of
         ``X w_j`` is exactly 1, sets BN's weight to ``gamma sqrt(1 + eps)`` (cancelling ``eps``) and its
         bias to ``alpha``, the running statistics to the training ones, and the output weights to
@@ -166,7 +167,7 @@ class BNNetwork:
 def concatenate_networks(networks) -> BNNetwork:
     """Stack networks trained on the same data side by side: neurons concatenated, outputs stacked.
 
-    This is the network of the spec's per-output programs (section 8): each hidden neuron feeds only
+    This is the network of the per-output programs of docs/math.md section 8: each hidden neuron feeds only
     the output of the program it came from, so the output matrix is block diagonal.
 
     Parameters

@@ -34,8 +34,8 @@ def certify_network(
     """Check the dual certificate of a (saved, or SGD-trained) BN network on its training data.
 
     The network needs no solver: ``lambda = -grad L(F)`` at its training-mode outputs ``F`` on ``X``
-    (a subgradient for the hinge loss) is tested against every checked pattern (spec section 6), with the
-    network's own ``beta`` and loss. The checked patterns are the network's own activation patterns
+    (a subgradient for the hinge loss) is tested against every checked pattern (docs/math.md section 6), with
+    the network's own ``beta`` and loss. The checked patterns are the network's own activation patterns
     (:func:`~convexbn.network_arrangements`), which make it a feasible point of the program, merged with
     ``arrangements`` (default :func:`~convexbn.make_arrangements` with ``n_arrangements``: all patterns when
     the Cover bound is that small, else a fresh sample). Then ``lower_bound <= optimum over the checked
@@ -46,7 +46,7 @@ def certify_network(
     ----------
     network : BNNetwork
         With one output or with each hidden neuron feeding one output: the certificate of the per-output
-        class (spec section 8) over the checked patterns. With a neuron feeding several outputs (a
+        class (docs/math.md section 8) over the checked patterns. With a neuron feeding several outputs (a
         shared-neuron network, docs/math.md section 8): the certificate of the shared class, condition
         (8b), over the network's own neurons and, when ``arrangements`` holds every pattern, exactly
         (``exact_shared_value``); otherwise over the neurons the ascent oracle visits from random starts,

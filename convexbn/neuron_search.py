@@ -29,7 +29,7 @@ from sklearn.utils import check_random_state
 
 from .basis import BNBasis
 from .shared_problem import SharedAtoms, SharedOutputProblem, SharedSolution
-from .solvers.shared_fista import solve_output_lasso, solve_shared_fista
+from .solvers.torch.shared_fista import solve_output_lasso, solve_shared_fista
 
 __all__ = ["ascent_neurons", "exact_shared_value", "search_shared_neurons", "EXACT_ORACLE_MAX_FACES"]
 
@@ -249,7 +249,7 @@ def search_shared_neurons(
         the final value certifies the optimum over the whole class.
     random_state : int, RandomState or None
     solver_options : dict, optional
-        Passed to :func:`convexbn.solvers.shared_fista.solve_shared_fista` (``max_iter``, ``device``,
+        Passed to :func:`convexbn.solvers.torch.shared_fista.solve_shared_fista` (``max_iter``, ``device``,
         ``dtype``, ``projection``).
     realign_steps : int
         Block steps per round on the output directions (module docstring): the live neurons' directions

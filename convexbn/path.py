@@ -16,9 +16,9 @@ __all__ = ["critical_beta", "regularization_path"]
 def critical_beta(basis: BNBasis, arrangements: Arrangements, y, *, loss: str = "squared") -> float:
     """The smallest ``beta`` at which the empty network (all groups zero) solves program (4).
 
-    Zero is optimal iff ``lambda = -grad L(0)`` is dual feasible (spec section 6): the largest dual value
-    ``max |lambda_c^T D_i U' u|`` over the cone and unit ball, taken over ``arrangements``. A path starts
-    just below it; every ``beta`` at or above it gives ``n_neurons == 0``.
+    Zero is optimal iff ``lambda = -grad L(0)`` is dual feasible (docs/math.md section 6): the largest dual
+    value ``max |lambda_c^T D_i U' u|`` over the cone and unit ball, taken over ``arrangements``. A path
+    starts just below it; every ``beta`` at or above it gives ``n_neurons == 0``.
 
     Parameters
     ----------
@@ -50,7 +50,7 @@ def regularization_path(
     """Solve program (4) for each ``beta`` in ``betas``, from the largest to the smallest.
 
     With ``solver="torch"`` each solve starts from the previous solution, ADMM's scaled duals and
-    penalty included (see ``warm_start`` in :func:`convexbn.solvers.torch_backend.solve_torch`); a larger
+    penalty included (see ``warm_start`` in :func:`convexbn.solvers.torch.solve_torch`); a larger
     ``beta`` has fewer active groups, so the path moves from sparse to dense solutions. The conic solvers
     cannot be warm-started and solve each ``beta`` from scratch.
 

@@ -1,17 +1,17 @@
 """Growing the pattern set from the dual: column generation on the arrangements.
 
-A sampled pattern set gives a restriction of the exact program (spec section 3): its optimum is an upper
-bound on ``p*``, often far above it when the data has more than a few dimensions (Gaussian generators rarely
-hit the patterns a good network uses). The dual tells which patterns are missing: at the restricted
+A sampled pattern set gives a restriction of the exact program (docs/math.md section 3): its optimum is an
+upper bound on ``p*``, often far above it when the data has more than a few dimensions (Gaussian generators
+rarely hit the patterns a good network uses). The dual tells which patterns are missing: at the restricted
 optimum, with ``lambda = -grad L(F)``, a pattern ``D`` whose dual value
 
     max { sigma lambda_c^T D U' u : ||u|| <= 1, (2D - I) U' u >= 0 } = ||Pi_{K_D}(sigma U'^T D lambda_c)||
 
-exceeds ``beta`` violates the dual constraint (spec section 6), so adding it strictly lowers the optimum.
-Candidates come from every current pattern by the fixed-point step ``w <- sigma U'^T D(w) lambda_c``,
+exceeds ``beta`` violates the dual constraint (docs/math.md section 6), so adding it strictly lowers the
+optimum. Candidates come from every current pattern by the fixed-point step ``w <- sigma U'^T D(w) lambda_c``,
 ``D(w) = 1[U' w >= 0]`` (a few steps: it moves a neuron's pattern toward the one its own gated
 direction induces, the step gradient training takes); their dual values are computed exactly and in one
-batch by :func:`convexbn.solvers.cone_projection.project_cones`. The most violated new patterns are
+batch by :func:`convexbn.solvers.torch.projection.project_cones`. The most violated new patterns are
 added and the program is re-solved from the previous solution. Every round's objective is a valid upper
 bound attained by its recovered network, and the rounds never increase it.
 """
@@ -29,7 +29,7 @@ from .arrangements import Arrangements, _unique_patterns, merge_arrangements
 from .basis import BNBasis
 from .certificate import pattern_dual_values
 from .problem import ConvexBNProblem, ConvexBNSolution
-from .solvers.cone_projection import project_cones
+from .solvers.torch.projection import project_cones
 
 __all__ = ["ascent_dual_value", "candidate_patterns", "estimated_gap", "solve_with_pattern_search"]
 

@@ -48,6 +48,10 @@ class ModelFileError(ValueError):
 #: The estimator classes a model file may hold, by name: filled by :func:`register_estimator` (the
 #: estimators module registers its classes), so that this module never imports the estimators.
 ESTIMATORS: dict = {}
+#: This package's estimator classes and the module that registers each: ``import convexbn`` imports no
+#: estimator (its names load on first use), so :func:`load_estimator` imports that module when a file names
+#: one of them first (by name, the way entry points load plugins: this module still imports no estimator).
+PACKAGE_ESTIMATORS = {"ConvexBNClassifier": "convexbn.estimators", "ConvexBNRegressor": "convexbn.estimators"}
 
 
 def register_estimator(cls):
@@ -288,7 +292,12 @@ def load_estimator(path, *, expected_class=None, check_version: bool = True):
         If the file is not a convexbn model, is corrupt, or fails a check above.
     """
     meta, contents = _read_archive(path, FORMAT, check_version, "model")
-    cls = ESTIMATORS.get(meta.get("class")) if isinstance(meta.get("class"), str) else None
+    name = meta.get("class")
+    if isinstance(name, str) and name not in ESTIMATORS and name in PACKAGE_ESTIMATORS:
+        import importlib
+
+        importlib.import_module(PACKAGE_ESTIMATORS[name])
+    cls = ESTIMATORS.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ModelFileError(f"{path!r} holds an unknown estimator class {meta.get('class')!r}")
     if expected_class is not None and not issubclass(cls, expected_class):

@@ -1,27 +1,27 @@
-"""BN after the ReLU (spec section 10): the network, its exact convex program and the recovery.
+"""BN after the ReLU (docs/math.md section 10): the network, its exact convex program and the recovery.
 
 The network (no ReLU after the BN; weight decay on the BN parameters and the output weights):
 
     f(X) = sum_j BN_{gamma_j, alpha_j}( relu(X w_j) ) v_j^T,
     min  L(f(X), y) + (beta / 2) sum_j (gamma_j^2 + alpha_j^2 + ||v_j||^2).
 
-Derivation (the substitution of spec section 2, per pattern). On pattern ``D_i = diag(1[X w >= 0])``,
+Derivation (the substitution of docs/math.md section 2, per pattern). On pattern ``D_i = diag(1[X w >= 0])``,
 ``relu(X w) = D_i X w``; with the compact SVD ``P D_i X = U_i S_i V_i^T`` and ``q = S_i V_i^T w / ||.||``,
 the neuron is ``U_i (gamma q) + alpha / sqrt(n) = U_i' z``, ``U_i' = [U_i, 1/sqrt(n)]``, ``||z||^2 =
-gamma^2 + alpha^2``. As in spec section 4, the weight decay becomes ``beta ||u||`` for ``u = |v| z``, and
-the convex program is
+gamma^2 + alpha^2``. As in docs/math.md section 4, the weight decay becomes ``beta ||u||`` for ``u = |v| z``,
+and the convex program is
 
     min  L( sum_i U_i' (u_i - u'_i) ) + beta sum_i (||u_i|| + ||u'_i||)
     s.t. u_i[:r_i] = S_i V_i^T w_i  for some w_i with  (2 D_i - I) X w_i >= 0     (same for u'_i).
 
 We keep ``w_i`` as the variable: the group's prediction is ``P D_i X w_i + a_i / sqrt(n)`` and its
-penalty ``beta ||[S_i V_i^T w_i; a_i]||``, an exact convex program in ``(w_i, a_i)``. The spec writes the
-constraint "mapped through ``V_i S_i^{-1}``", i.e. ``w_i = V_i S_i^{-1} q``; that restricts ``w_i`` to the
-row space of ``P D_i X``, while any ``w_i`` with the same ``S_i V_i^T w_i`` gives the same neuron, and a
-component in the null space of ``P D_i X`` can be what makes the pattern realizable on the inactive rows.
-Our form is the exact one; the spec's is a restriction of it (equal when ``P D_i X`` has rank ``d``).
-Unlike BN before the ReLU, ``alpha`` enters no constraint: a neuron with ``gamma = 0`` is the constant
-``alpha / sqrt(n)`` whatever its pattern.
+penalty ``beta ||[S_i V_i^T w_i; a_i]||``, an exact convex program in ``(w_i, a_i)``. The restricted form
+(docs/extensions.md, "BN after the ReLU") writes the constraint "mapped through ``V_i S_i^{-1}``", i.e. ``w_i
+= V_i S_i^{-1} q``; that restricts ``w_i`` to the row space of ``P D_i X``, while any ``w_i`` with the same
+``S_i V_i^T w_i`` gives the same neuron, and a component in the null space of ``P D_i X`` can be what makes
+the pattern realizable on the inactive rows. Our form is the exact one; the restricted one is a restriction of
+it (equal when ``P D_i X`` has rank ``d``). Unlike BN before the ReLU, ``alpha`` enters no constraint: a
+neuron with ``gamma = 0`` is the constant ``alpha / sqrt(n)`` whatever its pattern.
 
 Recovery: ``t = ||u_i||``, ``v = +-sqrt(t)``, ``gamma = ||S_i V_i^T w_i|| / sqrt(t)``,
 ``alpha = a_i / sqrt(t)``, and the neuron's weights are ``w_i`` itself (its pattern is ``D_i`` by the
@@ -48,7 +48,8 @@ __all__ = ["PostReLUBNNetwork", "PostReLUBNProblem", "PostReLUSolution", "recove
 
 
 class PostReLUBNNetwork(BNNetwork):
-    """Two-layer network with BN after the ReLU: ``f(X) = BN(relu(X W)) V`` in the spec's BN convention.
+    """Two-layer network with BN after the ReLU: ``f(X) = BN(relu(X W)) V`` in the BN convention of
+    docs/math.md eq. (1).
 
     The attributes, the penalty and the objective are :class:`~convexbn.BNNetwork`'s; what differs is the
     hidden layer (:meth:`hidden`) and the statistics: ``running_mean`` and ``running_norm`` are the
@@ -88,7 +89,7 @@ class PostReLUBNNetwork(BNNetwork):
         """Export as ``nn.Sequential(Linear, ReLU, BatchNorm1d, Linear)`` with the same function.
 
         PyTorch's BN is ``gamma_bn (h - mean) / sqrt(var + eps) + beta_bn`` with the biased variance; the
-        spec's is ``(gamma / sqrt(n)) (h - mean) / sqrt(var) + alpha / sqrt(n)``. So
+        docs/math.md eq. (1)'s is ``(gamma / sqrt(n)) (h - mean) / sqrt(var) + alpha / sqrt(n)``. So
         ``gamma_bn = gamma sqrt((var + eps) / var) / sqrt(n)``, ``beta_bn = alpha / sqrt(n)``, the running
         statistics are the training ones, and the output weights are ``v``. Returned in eval mode.
         """

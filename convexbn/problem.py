@@ -1,7 +1,7 @@
-"""The convex program (spec eq. (4)): data fit, group penalty and cone constraints.
+"""The convex program (docs/math.md eq. (4)): data fit, group penalty and cone constraints.
 
 Variables are stored as two arrays ``W_pos`` and ``W_neg`` of shape (C, P, k): ``W_pos[c, i]`` is
-``u_i`` and ``W_neg[c, i]`` is ``u'_i`` of output ``c`` (per-output programs, spec section 8), with
+``u_i`` and ``W_neg[c, i]`` is ``u'_i`` of output ``c`` (per-output programs, docs/math.md section 8), with
 ``k = r + 1``. The prediction of output ``c`` is ``sum_i D_i U' (u_i - u'_i)``, computed from the
 (n, P) mask and the (n, P) product ``U' (W_pos[c] - W_neg[c])^T`` without forming any ``D_i U'``.
 """
@@ -101,7 +101,7 @@ class ConvexBNProblem:
     y : array-like of shape (n,) or (n, C)
         Targets, encoded by the loss: reals for ``"squared"``, {-1, +1} for ``"logistic"`` and
         ``"hinge"``, class labels or one-hot for ``"cross_entropy"``. Several columns give one program
-        per output (spec section 8), coupled only through the loss.
+        per output (docs/math.md section 8), coupled only through the loss.
     beta : float
         Weight decay, > 0.
     loss : str or Loss
@@ -111,8 +111,8 @@ class ConvexBNProblem:
         ``"gated"``: the unconstrained gated-ReLU relaxation (a different, larger model class; its
         solution is *not* a BN network and cannot be recovered as one).
     implicit_reg : None, str, float or SpectralFilter
-        Spectral filter ``F`` of spec section 9 (:mod:`convexbn.implicit_reg`): the program is built on
-        ``U'_F = [U F(S), 1/sqrt(n)]`` instead of ``U'``, encoding gradient descent's bias towards the
+        Spectral filter ``F`` of docs/math.md section 9 (:mod:`convexbn.implicit_reg`): the program is built
+        on ``U'_F = [U F(S), 1/sqrt(n)]`` instead of ``U'``, encoding gradient descent's bias towards the
         directions of large singular values. ``None`` (default): the plain program (4). A truncating
         filter (``"top:k"``, ``"tau:x"``) builds the program on the leading directions only, so
         ``arrangements`` should come from :func:`convexbn.implicit_reg.filtered_basis`.
@@ -215,7 +215,7 @@ class ConvexBNProblem:
         solver : str
             ``"cvxpy"`` (Clarabel, or ``cvxpy_solver=``), ``"clarabel"``, ``"mosek"`` (falls back to
             Clarabel with a :class:`SolverWarning` when MOSEK is not installed or not licensed),
-            ``"scs"``, or ``"closed_form"`` (overparameterized squared loss, spec section 7).
+            ``"scs"``, or ``"closed_form"`` (overparameterized squared loss, docs/math.md section 7).
             See :func:`convexbn.solvers.available_solvers`.
         prune_tol : float
             Interior-point methods return tiny nonzero groups instead of exact zeros. The smallest
@@ -235,20 +235,21 @@ class ConvexBNProblem:
             If the backend fails or reports anything but an (inaccurate) optimum.
         """
         from .solvers import get_solver
+        from .solvers.base import SolverResult
 
         backend = get_solver(solver)
         prune_tol = check_positive(prune_tol, "prune_tol", allow_zero=True)
         start = time.perf_counter()
-        raw = backend(self, **options)
+        raw = SolverResult.of(backend(self, **options))
         elapsed = time.perf_counter() - start
-        arrangements = raw.get("arrangements", self.arrangements)
-        W_pos, W_neg = _prune(self, raw["W_pos"], raw["W_neg"], arrangements.mask, prune_tol)
+        arrangements = self.arrangements if raw.arrangements is None else raw.arrangements
+        W_pos, W_neg = _prune(self, raw.W_pos, raw.W_neg, arrangements.mask, prune_tol)
         objective = self.objective(W_pos, W_neg, arrangements.mask)
         violation = self.constraint_violation(W_pos, W_neg, arrangements.mask)
-        status = raw["status"]
+        status = raw.status
         if status != "optimal":
             warnings.warn(
-                f"solver {raw['solver']} returned status {status!r}: the objective "
+                f"solver {raw.solver} returned status {status!r}: the objective "
                 f"{objective:.6g} may be above the optimum",
                 SolverWarning,
                 stacklevel=2,
@@ -262,10 +263,10 @@ class ConvexBNProblem:
             objective=objective,
             constraint_violation=violation,
             solve_time=elapsed,
-            solver=raw["solver"],
-            n_iter=raw.get("n_iter"),
-            dual=raw.get("dual"),
-            info=raw.get("info", {}),
+            solver=raw.solver,
+            n_iter=raw.n_iter,
+            dual=raw.dual,
+            info=raw.info,
         )
 
     def certificate(self, solution: ConvexBNSolution, arrangements: Arrangements | None = None, **kw):

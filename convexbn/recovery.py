@@ -1,4 +1,4 @@
-"""Recovering the nonconvex BN network from a solution of the convex program (spec section 5)."""
+"""Recovering the nonconvex BN network from a solution of the convex program (docs/math.md section 5)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ __all__ = ["recover_network", "recover_shared_network", "network_from_neurons"]
 
 
 def recover_network(solution: ConvexBNSolution) -> BNNetwork:
-    """Map each nonzero group of the convex solution to one BN neuron (spec section 5).
+    """Map each nonzero group of the convex solution to one BN neuron (docs/math.md section 5).
 
     For a group ``u`` of output ``c`` with ``t = ||u|| > 0``: ``z = u / sqrt(t)``, ``v = +-sqrt(t) e_c``
     (plus for ``u_i``, minus for ``u'_i``); ``gamma = ||z[:r]||``, ``alpha = z[r]``,
@@ -20,7 +20,7 @@ def recover_network(solution: ConvexBNSolution) -> BNNetwork:
     The neuron's penalty ``(gamma^2 + alpha^2 + ||v||^2) / 2`` equals ``||u||``, so objective (3) of the
     network equals the convex objective (4) whenever the cone constraints hold.
 
-    With a spectral filter (``implicit_reg``, spec section 9) the program's data matrix is
+    With a spectral filter (``implicit_reg``, docs/math.md section 9) the program's data matrix is
     ``U'_F = U' diag(c)``, ``c = [F(S), 1]``: the group's neuron is the BN neuron with
     ``[gamma q; alpha] = c * z``, whose output on the training data is the group's, and whose weights map
     back through the same ``F``. Its plain penalty is then at most ``||u||``; the filtered penalty
@@ -62,7 +62,7 @@ def recover_network(solution: ConvexBNSolution) -> BNNetwork:
 
 def network_from_neurons(basis, Z: np.ndarray, V: np.ndarray, *, beta: float, loss: str) -> BNNetwork:
     """The BN network of neurons ``z_j = [gamma_j q_j; alpha_j]`` (rows of ``Z``, (m, r + 1)) with output
-    weights ``V`` (m, C) in the BN basis of the training data (spec sections 2 and 5)."""
+    weights ``V`` (m, C) in the BN basis of the training data (docs/math.md sections 2 and 5)."""
     r = basis.rank
     m, C = Z.shape[0], V.shape[1]
     output = np.asarray(V, dtype=np.float64).reshape(m, C)

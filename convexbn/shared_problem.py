@@ -32,7 +32,7 @@ import torch
 from .arrangements import Arrangements
 from .basis import BNBasis
 from .implicit_reg import spectral_filter
-from .losses import get_loss
+from .losses import LOSSES, get_loss
 
 __all__ = [
     "SharedAtoms",
@@ -44,7 +44,8 @@ __all__ = [
 ]
 
 #: Lipschitz constant of the gradient of each smooth loss (per unit change of the predictions).
-LOSS_SMOOTHNESS = {"squared": 1.0, "logistic": 0.25, "cross_entropy": 0.5}
+#: The smooth losses' curvature (:attr:`convexbn.losses.Loss.curvature`), kept for code that imported it.
+LOSS_SMOOTHNESS = {name: cls.curvature for name, cls in LOSSES.items() if cls.smooth}
 
 
 @dataclass
@@ -113,7 +114,7 @@ class SharedOutputProblem:
         self.Uprime = basis.Uprime
         self.atoms = atoms
         self.loss = get_loss(loss)
-        if self.loss.name not in LOSS_SMOOTHNESS:
+        if not self.loss.smooth:
             raise ValueError(
                 f"the shared-neuron program needs a smooth loss ({sorted(LOSS_SMOOTHNESS)}), got "
                 f"{self.loss.name!r}; use neurons='per_output' for it"
@@ -162,7 +163,7 @@ class SharedOutputProblem:
     def atom_dual_values(self, lam: np.ndarray) -> np.ndarray:
         """``max { c_i^T Lambda^T D_i U' u : ||u|| <= 1, u in K_{D_i} } = ||Pi_K(U'^T D_i Lambda c_i)||``
         of every atom, shape (m,) (docs/math.md section 6, with the atom's output direction)."""
-        from .solvers.cone_projection import project_cones
+        from .solvers.torch.projection import project_cones
 
         m = self.atoms.n_atoms
         if m == 0:

@@ -1,7 +1,7 @@
 """Training the nonconvex BN network (3) directly with full-batch SGD or Adam: the baseline the convex
 optimum is compared with.
 
-The forward pass is the spec's eq. (1)-(3) in training mode (:class:`convexbn.nn.TwoLayerNet` with
+The forward pass is the eq. (1)-(3) of docs/math.md in training mode (:class:`convexbn.nn.TwoLayerNet` with
 ``norm="batch"``: no ``BatchNorm1d``, so no ``eps``): for each neuron ``j``,
 
     h_j = gamma_j (X w_j - mean(X w_j)) / ||X w_j - mean(X w_j)|| + alpha_j / sqrt(n),
@@ -83,7 +83,7 @@ def train_bn_network(
     n_neurons : int
         Width ``m``.
     beta : float
-        Weight decay of (3) (the spec's scaling: summed loss).
+        Weight decay of (3) (summed loss, as in docs/math.md eq. (3)).
     loss : str
         ``"squared"``, ``"logistic"``, ``"hinge"`` or ``"cross_entropy"``.
     optimizer : {"adam", "sgd"}

@@ -21,12 +21,8 @@ from sklearn import datasets
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from convexbn.compare import (
-    batch_size_experiment,
-    compare_with_sgd,
-    format_comparison_table,
-    sorted_batches_experiment,
-)
+from convexbn.compare import compare_with_sgd, format_comparison_table
+from convexbn.compare_experiments import batch_size_experiment, sorted_batches_experiment
 from convexbn.plotting import plot_batch_sizes, plot_comparison, plot_sorted_batches
 
 LOADERS = {

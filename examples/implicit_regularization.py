@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from convexbn.compare import format_implicit_reg_table, implicit_reg_experiment
+from convexbn.compare_experiments import format_implicit_reg_table, implicit_reg_experiment
 from convexbn.data import load_dataset, split_and_standardize
 
 

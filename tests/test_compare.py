@@ -9,12 +9,8 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from sklearn.preprocessing import StandardScaler
 
-from convexbn.compare import (
-    batch_size_experiment,
-    compare_with_sgd,
-    evaluate_predictions,
-    sorted_batches_experiment,
-)
+from convexbn.compare import compare_with_sgd, evaluate_predictions
+from convexbn.compare_experiments import batch_size_experiment, sorted_batches_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from conftest import HAS_NUMBA, NEEDS_NUMBA
 
 from convexbn import bn_basis, sample_arrangements
 from convexbn.certificate import cone_max
-from convexbn.solvers.cone_projection import (
+from convexbn.solvers.torch.projection import (
     NumbaBasis,
     ProjectionMemory,
     project_cones,

@@ -22,7 +22,7 @@ from convexbn.cli import main
 from convexbn.data import load_dataset
 from convexbn.exceptions import CheckpointError
 from convexbn.persistence import ModelFileError, load_network
-from convexbn.solvers.checkpoint import state_digest
+from convexbn.solvers.torch.checkpoint import state_digest
 
 RNG = np.random.default_rng(7)
 X0 = RNG.standard_normal((40, 3))

@@ -220,7 +220,7 @@ def test_estimator_option(data, tmp_path):
 def test_experiment_rows_are_the_programs_they_name():
     from sklearn.datasets import load_breast_cancer
 
-    from convexbn.compare import implicit_reg_experiment
+    from convexbn.compare_experiments import implicit_reg_experiment
     from convexbn.data import split_and_standardize
 
     X, y = load_breast_cancer(return_X_y=True)

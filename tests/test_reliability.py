@@ -22,10 +22,10 @@ from convexbn import (
     recover_network,
     sample_arrangements,
 )
+from convexbn.exceptions import CheckpointError
 from convexbn.persistence import ModelFileError
 from convexbn.problem import SolverError, SolverWarning
 from convexbn.solvers import cvxpy_backend
-from convexbn.solvers.torch_backend import CheckpointError
 
 RNG = np.random.default_rng(0)
 X0 = RNG.standard_normal((30, 4))

@@ -11,7 +11,7 @@ from convexbn.arrangements import make_arrangements
 from convexbn.losses import get_loss
 from convexbn.neuron_search import ascent_neurons, exact_shared_value
 from convexbn.shared_problem import SharedAtoms, SharedOutputProblem, universal_shared_value
-from convexbn.solvers.shared_fista import solve_output_lasso, solve_shared_fista
+from convexbn.solvers.torch.shared_fista import solve_output_lasso, solve_shared_fista
 from convexbn.training import train_bn_network
 
 

@@ -285,7 +285,7 @@ def test_callback_sees_the_iterates_and_can_stop(method):
 def test_fista_kept_factors_match_refactoring_every_call(loss, monkeypatch):
     # FISTA keeps each group's inverse Gram matrix between projections (rank-one updates); with the
     # cache off (over its memory budget) every projection refactors: the same solve to rounding
-    from convexbn.solvers import torch_fista
+    from convexbn.solvers.torch import fista as torch_fista
 
     X, y, problem = _problem(loss, "exact")
     kept = problem.solve("torch", tol=1e-8, projection="torch")
@@ -299,7 +299,7 @@ def test_fista_kept_factors_match_refactoring_every_call(loss, monkeypatch):
 
 
 def test_blocked_maps_and_projections_match_one_block():
-    from convexbn.solvers.torch_fista import _ExactMaps
+    from convexbn.solvers.torch.fista import ExactMaps as _ExactMaps
 
     _, _, problem = _problem(P=40)
     P, k = problem.n_patterns, problem.dim
@@ -412,7 +412,7 @@ def test_fista_numba_and_torch_projections_reach_the_same_certified_optimum(loss
 def test_fista_numba_memory_changes_no_iterate(monkeypatch):
     # what the numba kernel keeps between projections (constraint values, Cholesky factors) decides only
     # which constraints it evaluates and whether it refactors: without it the solve is the same bit for bit
-    from convexbn.solvers.cone_projection import ProjectionMemory
+    from convexbn.solvers.torch.projection import ProjectionMemory
 
     _, _, problem = _problem("logistic")
     kept = problem.solve("torch", tol=1e-8, projection="numba")

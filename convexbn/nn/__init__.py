@@ -1,6 +1,7 @@
 """The nonconvex networks in PyTorch, their trainers, and the other accounts of BN as baselines.
 
-- :class:`TwoLayerNet` -- ``Linear -> norm -> ReLU -> Linear`` in the spec's parametrization (eq. (1)-(3))
+- :class:`TwoLayerNet` -- ``Linear -> norm -> ReLU -> Linear`` in the parametrization of docs/math.md section
+1 (eq. (1)-(3))
   or PyTorch's ``BatchNorm1d`` one, with conversions both ways;
 - normalization layers (:mod:`convexbn.nn.layers`): batch normalization, Full Normalization (Lian & Liu
   2019), population normalization (Luo et al. 2019);

@@ -10,7 +10,7 @@ with ``mu`` the running mean of ``a`` and ``s = max(q - mu^2, 0)`` its running v
 second moment ``q``. This is gradient descent in the centered, scaled coordinates that BN would produce:
 ``P = U U^T`` with ``U = [[D^-1, 0], [-mu^T D^-1, 1]]``, ``D = diag(sqrt(s + eps))``. The statistics are
 exponential moving averages of the *second moment* (not of batch variances), so batch size 1 works.
-``rho``, ``eps`` and the bias correction of the moving averages are our choices (the spec's defaults),
+``rho``, ``eps`` and the bias correction of the moving averages are our choices (docs/variants.md lists them),
 exposed as parameters.
 """
 

@@ -2,7 +2,7 @@
 Regularization in Batch Normalization", arXiv 1809.00846) derive as BN's implicit regularization.
 
 BN = population normalization (PN) + a penalty ``sum_j zeta_j gamma_j^2`` whose strength scales as
-``1/M`` (batch size ``M``). The spec's adaptive form, per channel ``j``:
+``1/M`` (batch size ``M``). Our adaptive form (docs/variants.md), per channel ``j``:
 
     zeta_j = (rho_j + 2) / (8 M) * I(gamma_j) + 1 / (2 M) * mean_i d^2 l_i / d u_ij^2,
 
@@ -15,10 +15,10 @@ samples are independent, so the per-sample gradients are exact from one backward
 ``1[h_ij > 0] v_j^T H_i v_j / n`` with ``H_i`` the per-sample Hessian of the loss in the network output,
 from ``torch.func.vmap(torch.func.hessian(...))`` (zero for the hinge loss, a.e.).
 
-The objective is a sum over samples (spec eq. (3)), so the penalty added to it is ``n sum_j zeta_j gamma_j^2``
-(the paper's mean-loss regularizer, times ``n``). ``zeta`` is recomputed at each step and held constant
-(detached) in that step's gradient. A constant ``zeta`` is the fallback (:class:`GammaDecay` with
-``zeta=float``). All of this is the spec's concrete reading of the paper's abstract; the constants are ours.
+The objective is a sum over samples (docs/math.md eq. (3)), so the penalty added to it is ``n sum_j zeta_j
+gamma_j^2`` (the paper's mean-loss regularizer, times ``n``). ``zeta`` is recomputed at each step and held
+constant (detached) in that step's gradient. A constant ``zeta`` is the fallback (:class:`GammaDecay` with
+``zeta=float``). All of this is our concrete reading of the paper's abstract; the constants are ours.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ At a point ``theta`` with gradient ``g = grad L(theta)``, over a grid of steps `
 :func:`probe_landscape` works on any scalar function of a list of tensors, so the same numbers are computed
 for the BN network, the network without BN (on a mini-batch, statistics frozen), and the convex program
 itself (:func:`convex_program_loss`). The grid is the caller's; :func:`convexbn.nn.train_network` uses
-``eta = s * lr`` for ``s`` in ``landscape_steps`` (default 0.5 .. 4, i.e. the spec's 0.05 .. 0.4 at lr 0.1).
-The internal-covariate-shift measure and "noisy BN" of the same paper are not implemented.
+``eta = s * lr`` for ``s`` in ``landscape_steps`` (default 0.5 .. 4, i.e. 0.05 .. 0.4 (docs/variants.md) at lr
+0.1). The internal-covariate-shift measure and "noisy BN" of the same paper are not implemented.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Normalization layers of the two-layer network, all in the spec's output scale (eq. (1)).
+"""Normalization layers of the two-layer network, all in the output scale of docs/math.md eq. (1).
 
 Every layer computes, per neuron ``j``,
 
@@ -63,7 +63,7 @@ class NormLayer(nn.Module, ABC):
     Attributes
     ----------
     gamma, alpha : Parameter of shape (m,)
-        Scale and shift in the spec's convention (eq. (1)).
+        Scale and shift in the convention of docs/math.md eq. (1).
     running_mean, running_var : buffer of shape (m,)
         Statistics used in eval mode (biased variance).
     exact : bool
@@ -116,7 +116,8 @@ class NormLayer(nn.Module, ABC):
 
 
 class SpecBatchNorm(NormLayer):
-    """Batch normalization in the spec's scale: train mode uses the mini-batch's mean and biased variance.
+    """Batch normalization in the scale of docs/math.md eq. (3): train mode uses the mini-batch's mean and
+    biased variance.
 
     On the full training set with ``eps = 0`` this is eq. (1). Running statistics for eval mode are an
     exponential moving average (``momentum``, as in ``nn.BatchNorm1d`` but with the biased variance),
@@ -125,7 +126,7 @@ class SpecBatchNorm(NormLayer):
     Parameters
     ----------
     n_neurons, n_train, eps
-        See :class:`NormLayer`; ``eps = 0`` by default (the spec's BN).
+        See :class:`NormLayer`; ``eps = 0`` by default (the BN of docs/math.md eq. (1)).
     momentum : float
         Weight of the new batch in the running statistics.
     """
@@ -157,7 +158,7 @@ class FullNormalization(NormLayer):
 
     The step ``a_k`` follows ``stat_schedule`` (default ``a_k = (k + 1)^(-1/2)``); the paper's two
     timescales pair it with a parameter step decaying faster (``lr ~ k^(-3/4)``, see
-    :func:`convexbn.nn.train_network`'s ``lr_decay_power``). Both schedules are our choice (the spec's
+    :func:`convexbn.nn.train_network`'s ``lr_decay_power``). Both schedules are our choice (docs/variants.md's
     canonical one), exposed as parameters.
 
     Parameters

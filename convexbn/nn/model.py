@@ -2,16 +2,17 @@
 
 ``TwoLayerNet(norm=...)`` is ``Linear(d, m) -> norm -> ReLU -> Linear(m, C)``:
 
-- ``norm="batch"`` -- the spec's exact parametrization, eq. (1)-(3) (:class:`SpecBatchNorm`);
+- ``norm="batch"`` -- the exact parametrization of docs/math.md section 1, eq. (1)-(3)
+(:class:`SpecBatchNorm`);
 - ``norm="batchnorm1d"`` -- PyTorch's standard ``nn.BatchNorm1d`` (no ``1/sqrt(n)`` in the BN output);
 - ``norm="full"`` -- Full Normalization (:class:`FullNormalization`);
 - ``norm="population"`` -- population normalization (:class:`PopulationNormalization`);
 - ``norm="none"`` -- no normalization, biases in both layers (the plain net; BNP trains this one).
 
 Every BN variant carries the same parameters ``(w, gamma, alpha, v)``, and :meth:`TwoLayerNet.objective`
-is objective (3) with the full-data statistics (spec eq. (3)): the number the convex solver reports.
+is objective (3) with the full-data statistics (docs/math.md eq. (3)): the number the convex solver reports.
 :meth:`TwoLayerNet.spec_parameters` / :meth:`TwoLayerNet.to_network` convert any BN variant, PyTorch's
-included, to the spec's parametrization; :meth:`TwoLayerNet.from_network` and
+included, to the parametrization of docs/math.md section 1; :meth:`TwoLayerNet.from_network` and
 :meth:`TwoLayerNet.from_batchnorm1d` go the other way.
 """
 
@@ -177,7 +178,8 @@ class TwoLayerNet(nn.Module):
         return value + 0.5 * beta * (gamma.square().sum() + alpha.square().sum() + V.square().sum())
 
     def spec_parameters(self, X: torch.Tensor):
-        """``(W, gamma, alpha, V)`` in the spec's parametrization with the same full-data function on ``X``.
+        """``(W, gamma, alpha, V)`` in the parametrization of docs/math.md section 1 with the same full-data
+        function on ``X``.
 
         Returns tensors of shapes (d, m), (m,), (m,), (m, C). For ``batchnorm1d``, with the biased variance
         ``s^2`` of ``X w_j``: ``gamma = weight * s / sqrt(s^2 + eps)`` and ``V = sqrt(n) * output.weight^T``.
@@ -209,8 +211,8 @@ class TwoLayerNet(nn.Module):
     def from_network(cls, network: BNNetwork, *, norm: str = "batch", dtype=torch.float64) -> TwoLayerNet:
         """A ``TwoLayerNet`` with ``network``'s parameters and eval statistics.
 
-        ``norm`` may be ``"batch"``, ``"full"`` or ``"population"`` (all share the spec's parametrization);
-        for PyTorch's module use :meth:`BNNetwork.to_torch`.
+        ``norm`` may be ``"batch"``, ``"full"`` or ``"population"`` (all share the parametrization of
+        docs/math.md section 1); for PyTorch's module use :meth:`BNNetwork.to_torch`.
         """
         if norm not in ("batch", "full", "population"):
             raise ValueError(f"from_network builds norm 'batch', 'full' or 'population', not {norm!r}")
@@ -236,7 +238,8 @@ class TwoLayerNet(nn.Module):
 
     @classmethod
     def from_batchnorm1d(cls, module: nn.Sequential, X) -> TwoLayerNet:
-        """Convert PyTorch's ``Sequential(Linear, BatchNorm1d, ReLU, Linear)`` to the spec's network.
+        """Convert PyTorch's ``Sequential(Linear, BatchNorm1d, ReLU, Linear)`` to the network of docs/math.md
+        section 1.
 
         The result (``norm="batch"``, ``eps = 0``, ``n_train = len(X)``) computes the same function as
         ``module`` in train mode on ``X``: ``gamma = weight * s / sqrt(s^2 + eps)`` with ``s^2`` the biased
@@ -246,7 +249,8 @@ class TwoLayerNet(nn.Module):
         Raises
         ------
         ValueError
-            If ``module`` is not of that form or its last layer has a bias (the spec's network has none).
+            If ``module`` is not of that form or its last layer has a bias (the network of docs/math.md
+            section 1 has none).
         """
         layers = list(module)
         ok = (
@@ -260,7 +264,9 @@ class TwoLayerNet(nn.Module):
             raise ValueError("expected nn.Sequential(Linear, BatchNorm1d, ReLU, Linear)")
         first, bn, _, last = layers
         if last.bias is not None:
-            raise ValueError("the last Linear has a bias; the spec's network (eq. (2)) has no output bias")
+            raise ValueError(
+                "the last Linear has a bias; the network of docs/math.md eq. (2) has no output bias"
+            )
         dtype = first.weight.dtype
         X = check_data(X)
         if X.shape[1] != first.in_features:

@@ -4,7 +4,7 @@ Each step minimizes the stochastic version of objective (3),
 
     (n / |B|) * L(f(X_B), Y_B) + (beta/2) sum_j (gamma_j^2 + alpha_j^2 + ||v_j||^2)   [+ gamma decay],
 
-whose full-batch value is objective (3) itself (the loss is a sum over samples, spec eq. (3)). What is
+whose full-batch value is objective (3) itself (the loss is a sum over samples, docs/math.md eq. (3)). What is
 recorded is always the *full-data* objective (3) (:meth:`TwoLayerNet.objective`: every normalization
 uses the statistics of the whole training set, no ``eps``), against training wall time (evaluation and
 probes excluded from the clock), epochs and steps: the same number the convex solver reports.
@@ -143,7 +143,7 @@ def train_network(
     y : array-like of shape (n,) or (n, C)
         Targets, encoded by ``loss`` as the convex problem encodes them.
     beta : float
-        Weight decay of objective (3) (summed loss, spec scale).
+        Weight decay of objective (3) (summed loss, the scale of docs/math.md eq. (3)).
     loss : str
         ``"squared"``, ``"logistic"``, ``"hinge"`` or ``"cross_entropy"``.
     optimizer : {"sgd", "adam"}

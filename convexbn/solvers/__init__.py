@@ -1,7 +1,8 @@
-"""Solver backends. Each takes a :class:`~convexbn.problem.ConvexBNProblem` and options and returns a
-dict with ``W_pos``, ``W_neg``, ``status``, ``solver`` (and optionally ``n_iter``, ``dual``, ``info``,
-``arrangements``); :meth:`ConvexBNProblem.solve` turns it into a :class:`ConvexBNSolution`.
-A backend knows the problem's interface only, never an estimator.
+"""Solver backends. Each takes a :class:`~convexbn.problem.ConvexBNProblem` and its options and returns a
+:class:`~convexbn.solvers.base.SolverResult`; :meth:`ConvexBNProblem.solve` turns it into a
+:class:`ConvexBNSolution`. A backend knows the problem's interface only, never an estimator. What each
+supports is data (:data:`CAPABILITIES`), and ``solver="auto"`` is one choice over it
+(:func:`choose_backend`).
 """
 
 from __future__ import annotations
@@ -9,16 +10,63 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from .base import AUTO_CVXPY_MAX_ROWS_NONSMOOTH, FISTA_MAX_DIM, Capabilities, SolverResult, choose
+from .closed_form import CAPABILITIES as CLOSED_FORM_CAPABILITIES
 from .closed_form import closed_form_applies, solve_closed_form
-from .cvxpy_backend import mosek_license, solve_cvxpy
 
-__all__ = ["get_solver", "available_solvers", "SOLVERS", "closed_form_applies", "mosek_license"]
+__all__ = ["get_solver", "available_solvers", "choose_backend", "SOLVERS", "CAPABILITIES", "AUTO_CANDIDATES",
+           "SolverResult", "closed_form_applies", "mosek_license"]  # fmt: skip
+
+
+def solve_cvxpy(problem, **options) -> SolverResult:
+    """:func:`convexbn.solvers.cvxpy_backend.solve_cvxpy` (cvxpy is imported by the first conic solve)."""
+    from .cvxpy_backend import solve_cvxpy as solve
+
+    return solve(problem, **options)
+
+
+def mosek_license() -> tuple[bool, str]:
+    """:func:`convexbn.solvers.cvxpy_backend.mosek_license`: whether MOSEK can solve here."""
+    from .cvxpy_backend import mosek_license as check
+
+    return check()
 
 
 def _torch_backend(problem, **options):
-    from .torch_backend import solve_torch
+    from .torch import solve_torch  # torch is imported when the torch solver first runs
 
     return solve_torch(problem, **options)
+
+
+#: The conic backends (cvxpy): every loss and both formulations, on the CPU.
+CVXPY_CAPABILITIES = Capabilities("cvxpy")
+_TORCH = Capabilities("torch", devices=frozenset({"cpu", "cuda"}), distributed=True)
+#: What each backend solves (the torch solver as a whole; its methods: ``convexbn.solvers.torch.METHODS``).
+CAPABILITIES: dict[str, Capabilities] = {
+    "cvxpy": CVXPY_CAPABILITIES,
+    "clarabel": CVXPY_CAPABILITIES,
+    "mosek": CVXPY_CAPABILITIES,
+    "scs": CVXPY_CAPABILITIES,
+    "closed_form": CLOSED_FORM_CAPABILITIES,
+    "torch": _TORCH,
+}
+#: ``solver="auto"`` after the closed form: the first of these that supports the program and is within its
+#: measured limits (docs/solvers.md, "Choosing a solver"): the torch solver's FISTA for smooth losses up to
+#: ``k = FISTA_MAX_DIM``; Clarabel up to ``AUTO_CVXPY_MAX_ROWS_NONSMOOTH`` cone rows ``2 n P``; the torch
+#: solver's ADMM / AL for the rest.
+AUTO_CANDIDATES: tuple[Capabilities, ...] = (
+    Capabilities("torch", smooth_only=True, devices=_TORCH.devices, auto_max_dim=FISTA_MAX_DIM),
+    Capabilities("clarabel", auto_max_rows=AUTO_CVXPY_MAX_ROWS_NONSMOOTH),
+    _TORCH,
+)
+
+
+def choose_backend(problem) -> str:
+    """The backend ``solver="auto"`` runs: the closed form when it applies (docs/math.md section 7), else the
+    first of :data:`AUTO_CANDIDATES` for ``problem``."""
+    if closed_form_applies(problem)[0]:
+        return "closed_form"
+    return choose(problem, AUTO_CANDIDATES).name
 
 
 SOLVERS: dict[str, Callable] = {

@@ -1,4 +1,4 @@
-"""Closed-form optimum in the overparameterized regime (spec sections 7 and 10).
+"""Closed-form optimum in the overparameterized regime (docs/math.md sections 7 and 10).
 
 When ``r + 1 = n`` the BN basis ``U'`` is an orthogonal n x n matrix: every nonnegative vector is the
 output of one ReLU neuron, and for the squared loss the optimum soft-thresholds the positive and negative
@@ -15,15 +15,19 @@ import numpy as np
 
 from ..arrangements import Arrangements
 from ..groups import predict_from_groups
+from .base import Capabilities, SolverResult
 
-__all__ = ["solve_closed_form", "closed_form_applies", "closed_form_objective"]
+__all__ = ["solve_closed_form", "closed_form_applies", "closed_form_objective", "CAPABILITIES"]
+
+#: Squared loss, exact program; :func:`closed_form_applies` checks the regime itself (``r + 1 = n``).
+CAPABILITIES = Capabilities("closed_form", losses=frozenset({"squared"}), formulations=frozenset({"exact"}))
 
 
 def closed_form_applies(problem) -> tuple[bool, str]:
     """Whether the closed form solves ``problem``: ``(True, "")`` or ``(False, reason)``."""
-    if problem.loss.name != "squared":
+    if problem.loss.name not in CAPABILITIES.losses:
         return False, f"the closed form needs the squared loss, not {problem.loss.name!r}"
-    if problem.formulation != "exact":
+    if problem.formulation not in CAPABILITIES.formulations:
         return False, "the closed form is for the exact program"
     if not np.allclose(problem.column_weights, 1.0):
         return False, (
@@ -44,7 +48,7 @@ def _soft_threshold(s: np.ndarray, beta: float) -> np.ndarray:
 
 
 def closed_form_objective(Y: np.ndarray, beta: float) -> float:
-    """Optimal value (spec section 10): sum over columns and signs of
+    """Optimal value (docs/math.md section 10): sum over columns and signs of
     ``||y_pm||^2 / 2`` if ``||y_pm|| <= beta`` else ``beta ||y_pm|| - beta^2 / 2``."""
     total = 0.0
     for part in (np.maximum(Y, 0.0), np.maximum(-Y, 0.0)):
@@ -53,7 +57,7 @@ def closed_form_objective(Y: np.ndarray, beta: float) -> float:
     return total
 
 
-def solve_closed_form(problem) -> dict:
+def solve_closed_form(problem) -> SolverResult:
     """Solve ``problem`` in closed form; raises ``ValueError`` if the regime does not apply."""
     ok, reason = closed_form_applies(problem)
     if not ok:
@@ -79,13 +83,5 @@ def solve_closed_form(problem) -> dict:
         exact=False,
     )
     F = predict_from_groups(Uprime, arrangements.mask, W_pos - W_neg)
-    return {
-        "W_pos": W_pos,
-        "W_neg": W_neg,
-        "arrangements": arrangements,
-        "status": "optimal",
-        "solver": "closed_form",
-        "n_iter": 0,
-        "dual": Y - F,
-        "info": {},
-    }
+    return SolverResult(W_pos, W_neg, "optimal", "closed_form", n_iter=0, dual=Y - F,
+                        arrangements=arrangements)  # fmt: skip

@@ -10,14 +10,32 @@ from __future__ import annotations
 
 import functools
 import warnings
+from dataclasses import dataclass, field
 
 import cvxpy as cp
 import numpy as np
 
 from .._validation import check_positive_int
 from ..exceptions import SolverError, SolverWarning
+from .base import SolverResult
 
-__all__ = ["solve_cvxpy", "mosek_license", "resolve_cvxpy_solver", "build_cvxpy_problem"]
+__all__ = ["solve_cvxpy", "mosek_license", "resolve_cvxpy_solver", "build_cvxpy_problem", "CvxpySettings"]
+
+
+@dataclass(frozen=True)
+class CvxpySettings:
+    """The conic backends' options: the cvxpy solver, its log, and its own options (passed through)."""
+
+    solver: str = "CLARABEL"
+    verbose: bool = False
+    solver_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.solver, str):
+            raise TypeError(f"cvxpy_solver must be a string, got {type(self.solver).__name__}")
+        for key in ("max_iter", "max_iters"):  # Clarabel's and SCS's names
+            if key in self.solver_options:
+                check_positive_int(self.solver_options[key], key)
 
 # Tolerances applied when the caller gives none: tight enough for the 1e-6 equivalence checks.
 DEFAULT_OPTIONS = {
@@ -87,7 +105,7 @@ def target_scale(problem) -> float:
     in places, so targets of size 1e6 (seen: Clarabel reports "infeasible") are solved at unit scale.
     The other losses take targets in {-1, +1} or one-hot and are not scaled.
     """
-    if problem.loss.name != "squared":
+    if not problem.loss.scalable_targets:
         return 1.0
     size = float(np.sqrt(np.mean(problem.Y**2)))
     return size if size > 0 and not (1e-3 <= size <= 1e3) else 1.0
@@ -147,17 +165,14 @@ def solve_cvxpy(problem, *, cvxpy_solver: str = "CLARABEL", verbose: bool = Fals
 
     Returns
     -------
-    dict
-        The raw result consumed by :meth:`ConvexBNProblem.solve`.
+    SolverResult
     """
-    name = resolve_cvxpy_solver(cvxpy_solver)
-    for key in ("max_iter", "max_iters"):  # Clarabel's and SCS's names
-        if key in solver_options:
-            check_positive_int(solver_options[key], key)
+    settings = CvxpySettings(cvxpy_solver, verbose, dict(solver_options))
+    name = resolve_cvxpy_solver(settings.solver)
     scale = target_scale(problem)
     prob, W_pos, W_neg, F, fit = build_cvxpy_problem(problem, scale)
-    attempts = [{**DEFAULT_OPTIONS.get(name, {}), **solver_options}]
-    if name == "CLARABEL" and not solver_options:
+    attempts = [{**DEFAULT_OPTIONS.get(name, {}), **settings.solver_options}]
+    if name == "CLARABEL" and not settings.solver_options:
         attempts += list(CLARABEL_RETRIES)
     C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
     kept, failures = None, []
@@ -193,23 +208,17 @@ def solve_cvxpy(problem, *, cvxpy_solver: str = "CLARABEL", verbose: bool = Fals
         )
         raise SolverError(f"cvxpy solver {name} found no optimal solution ({tried}).{hint}")
     stats = kept["stats"]
-    return {
-        "W_pos": kept["W_pos"],
-        "W_neg": kept["W_neg"],
-        "status": kept["status"],
-        "solver": f"cvxpy:{name}",
-        "n_iter": getattr(stats, "num_iters", None),
-        "dual": kept["dual"],
-        "info": {
-            "solver_objective": kept["solver_objective"],
-            "solver_time": getattr(stats, "solve_time", None),
-            "cvxpy_status": "optimal" if kept["status"] == "optimal" else cp.OPTIMAL_INACCURATE,
-            "retried": kept["attempt"] > 0,
-            "attempts": attempt + 1,
-            "failures": failures,
-            "target_scale": scale,
-        },
+    info = {
+        "solver_objective": kept["solver_objective"],
+        "solver_time": getattr(stats, "solve_time", None),
+        "cvxpy_status": "optimal" if kept["status"] == "optimal" else cp.OPTIMAL_INACCURATE,
+        "retried": kept["attempt"] > 0,
+        "attempts": attempt + 1,
+        "failures": failures,
+        "target_scale": scale,
     }
+    return SolverResult(kept["W_pos"], kept["W_neg"], kept["status"], f"cvxpy:{name}",
+                        n_iter=getattr(stats, "num_iters", None), dual=kept["dual"], info=info)  # fmt: skip
 
 
 def _run(prob, name: str, verbose: bool, options: dict) -> None:

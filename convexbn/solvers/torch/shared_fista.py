@@ -1,11 +1,11 @@
 """FISTA on the shared-neuron program (8a) (:mod:`convexbn.shared_problem`), in torch, CPU or GPU.
 
-The same method as :mod:`convexbn.solvers.torch_fista` on a different linear map: groups ``u_i`` (one per
+The same method as :mod:`convexbn.solvers.torch.fista` on a different linear map: groups ``u_i`` (one per
 atom, a pattern ``D_i`` and an output direction ``c_i``), predictions ``F = (M * (U' W^T)) C`` with the
 masks ``M`` (n, m) and directions ``C`` (m, k), gradient ``((M * (R C^T))^T U')`` for the loss gradient
 ``R``. The prox of ``beta ||u|| + indicator(u in K_{D_i})`` is the cone projection followed by the group
 soft-threshold (``K`` is a cone), computed exactly by
-:func:`convexbn.solvers.cone_projection.project_cones` with the previous call's active sets as warm
+:func:`convexbn.solvers.torch.projection.project_cones` with the previous call's active sets as warm
 starts. Every iterate is feasible; the method stops when the relative duality gap over the atom set,
 ``(objective - bound) / |objective|`` with the dual point ``-grad L`` scaled into feasibility by the
 largest atom dual value, reaches ``tol`` (checked every ``check_every`` iterations). Step sizes by
@@ -21,9 +21,9 @@ import time
 import numpy as np
 import torch
 
-from ..shared_problem import LOSS_SMOOTHNESS, SharedOutputProblem, SharedSolution
-from .cone_projection import NumbaBasis, ProjectionMemory, project_cones, resolve_projection_backend
-from .torch_common import check_device_dtype
+from ...shared_problem import SharedOutputProblem, SharedSolution
+from .common import check_device_dtype
+from .projection import NumbaBasis, ProjectionMemory, project_cones, resolve_projection_backend
 
 __all__ = ["solve_shared_fista", "solve_output_lasso"]
 
@@ -137,7 +137,7 @@ def solve_shared_fista(
     for _ in range(20):
         V = maps.adjoint(maps.predict(V / V.norm().clamp_min(1e-300)))
         est = float(V.norm())
-    L_max = max(est * LOSS_SMOOTHNESS[problem.loss.name], 1e-12) * 1.01
+    L_max = max(est * problem.loss.curvature, 1e-12) * 1.01
     L = L_max / 4
     F = maps.predict(X)
     X_prev, F_prev = X.clone(), F.clone()
@@ -217,7 +217,7 @@ def solve_output_lasso(
     Y : ndarray of shape (n, C)
     beta : float
     loss : Loss
-        A smooth loss (:data:`convexbn.shared_problem.LOSS_SMOOTHNESS`).
+        A smooth loss (its :attr:`~convexbn.losses.Loss.curvature` bounds the step).
     warm_start : ndarray of shape (m, C), optional
     tol, max_iter, check_every
 
@@ -232,7 +232,7 @@ def solve_output_lasso(
     V = np.zeros((m, C)) if warm_start is None else np.array(warm_start, dtype=np.float64)
     if m == 0:
         return V, loss.value(np.zeros_like(Y), Y), 0.0
-    L = max(float(np.linalg.norm(A, 2)) ** 2 * LOSS_SMOOTHNESS[loss.name], 1e-12)
+    L = max(float(np.linalg.norm(A, 2)) ** 2 * loss.curvature, 1e-12)
 
     def objective(V):
         return loss.value(A @ V, Y) + beta * float(np.linalg.norm(V, axis=1).sum())

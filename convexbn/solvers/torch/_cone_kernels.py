@@ -1,6 +1,6 @@
 """Compiled (numba) kernel of the cone projections: one row at a time, rows in parallel.
 
-The same dual active-set method as :func:`convexbn.solvers.cone_projection.project_cones` (Goldfarb &
+The same dual active-set method as :func:`convexbn.solvers.torch.projection.project_cones` (Goldfarb &
 Idnani, 1983; see that module), written per row so that a row's steps cost their arithmetic only (the
 batched torch version pays a fixed cost per step for all rows together, which dominates when a few rows
 need many steps). The active normals' Gram matrix is kept as a Cholesky factor (``m <= k`` rows): a

@@ -1,6 +1,6 @@
 """Helpers every torch solver uses (FISTA, ADMM, the augmented Lagrangian, the shared-neuron FISTA): the
 device and dtype check, the finished groups, warm-start arrays and the cone violation. A bottom module of
-the solver layer: :mod:`convexbn.solvers.torch_backend` dispatches to the solvers, which import these from
+the solver layer: :mod:`convexbn.solvers.torch` dispatches to the solvers, which import these from
 here, not from it (no import cycle).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..exceptions import SolverError
+from ...exceptions import SolverError
 
 __all__ = ["check_device_dtype", "cone_violation", "finished_groups", "warm_start_arrays"]
 

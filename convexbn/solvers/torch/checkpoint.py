@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..exceptions import CheckpointError, SolverWarning
+from ...exceptions import CheckpointError, SolverWarning
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -1,0 +1,201 @@
+"""Each torch method's options as its own small settings object, validated when made.
+
+:func:`convexbn.solvers.torch.solve_torch` takes the options as keywords (what ``problem.solve("torch",
+...)`` and the estimators pass) and builds the chosen method's settings with :func:`settings_for`; an option
+of another method is ignored there (``method="auto"`` may pick any), a name no method knows is a
+``TypeError``. The methods themselves take a settings object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..._validation import check_positive, check_positive_int
+from .common import check_device_dtype
+
+__all__ = ["TorchSettings", "FistaSettings", "ALSettings", "ADMMSettings", "SETTINGS", "settings_for"]
+
+
+def _check_positive_real(value, name: str) -> None:
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TorchSettings:
+    """Options every torch method takes.
+
+    Attributes
+    ----------
+    device : str
+        ``"cpu"`` or ``"cuda"`` (a ``ValueError`` if CUDA is asked for and absent).
+    dtype : torch.dtype or str
+        ``torch.float64`` (default) or ``torch.float32``.
+    max_iter : int
+        Budget of iterations (over all phases).
+    tol : float
+        The method's stopping tolerance (FISTA: certified relative duality gap; AL: relative minimum-norm
+        subgradient; ADMM: relative primal and dual residuals).
+    checkpoint : path or None
+        Save the state there every ``checkpoint_every`` iterations (atomically).
+    checkpoint_every : int
+        Iterations between checkpoints (0: only at the end of an unfinished solve).
+    resume : bool
+        Continue from ``checkpoint`` when it exists.
+    progress : bool
+        A tqdm progress bar over iterations.
+    verbose : bool
+        Print the method's progress lines.
+    threads : int or None
+        torch's intra-op threads during the solve (None: chosen from the problem's size,
+        :func:`convexbn.solvers.torch.threads_for`; restored after).
+    """
+
+    device: str = "cpu"
+    dtype: torch.dtype | str = torch.float64
+    max_iter: int = 20_000
+    tol: float = 1e-6
+    checkpoint: str | os.PathLike | None = None
+    checkpoint_every: int = 200
+    resume: bool = False
+    progress: bool = False
+    verbose: bool = False
+    threads: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "dtype", check_device_dtype(self.device, self.dtype))
+        if self.threads is not None:
+            check_positive_int(self.threads, "threads")
+        check_positive_int(self.max_iter, "max_iter")
+        check_positive(self.tol, "tol")
+        every = self.checkpoint_every
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 0:
+            raise ValueError(f"checkpoint_every must be a nonnegative integer, got {self.checkpoint_every!r}")
+
+
+@dataclass(frozen=True)
+class FistaSettings(TorchSettings):
+    """FISTA with the exact cone prox (:mod:`convexbn.solvers.torch.fista`).
+
+    Attributes
+    ----------
+    check_every : int
+        Iterations between duality-gap checks (and callback calls).
+    finish_dtype : "auto", "float64" or None
+        Mixed precision: a float32 solve whose gap stalls above ``tol`` goes on in float64.
+    memory_limit : int or None
+        Bytes for the temporaries of the products and projections (blocks of samples and groups).
+    projection : {"auto", "torch", "numba"}
+        The cone projections' implementation.
+    """
+
+    check_every: int = 10
+    finish_dtype: object = "auto"
+    memory_limit: int | None = 64 * 2**20
+    projection: str = "auto"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive_int(self.check_every, "check_every")
+        if self.memory_limit is not None:
+            check_positive_int(self.memory_limit, "memory_limit")
+
+
+@dataclass(frozen=True)
+class ALSettings(TorchSettings):
+    """Augmented Lagrangian with FISTA inner solves (:mod:`convexbn.solvers.torch.al`); also the plain
+    FISTA of the gated relaxation.
+
+    Attributes
+    ----------
+    feas_tol : float
+        Stop once the relative cone violation is below this and the inner problem converged.
+    max_outer : int
+        Maximum AL rounds.
+    rho : float or None
+        Initial penalty; None: ``rho_factor`` times the data term's Lipschitz estimate.
+    rho_factor, rho_growth : float
+        The default initial penalty in units of that estimate; its growth when the violation fails to halve.
+    inner_tol0 : float
+        The first round's inner tolerance (tightened 5x per round down to ``tol``).
+    rel_change : float or None
+        Inner stop on the best objective's relative change over 5 iterations (None: 10 eps of the dtype).
+    hinge_mu_min : float
+        Final smoothing of a nonsmooth loss.
+    """
+
+    feas_tol: float = 1e-7
+    max_outer: int = 60
+    rho: float | None = None
+    rho_factor: float = 1.0
+    rho_growth: float = 2.0
+    inner_tol0: float = 1e-3
+    rel_change: float | None = None
+    hinge_mu_min: float = 1e-7
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self.feas_tol, "feas_tol")
+        _check_positive_real(self.rho_factor, "rho_factor")
+        if self.rho is not None:
+            _check_positive_real(self.rho, "rho")
+
+
+@dataclass(frozen=True)
+class ADMMSettings(TorchSettings):
+    """ADMM with one Cholesky factor (:mod:`convexbn.solvers.torch.admm`).
+
+    Attributes
+    ----------
+    feas_tol : float
+        Largest relative cone violation of the reported point.
+    rho : float or None
+        Initial penalty (None: 1).
+    relaxation : float
+        Over-relaxation factor in [1, 2).
+    adapt_rho : bool
+        Residual balancing of ``rho``.
+    check_every : int
+        Iterations between convergence checks (and callback calls).
+    """
+
+    feas_tol: float = 1e-7
+    rho: float | None = None
+    relaxation: float = 1.6
+    adapt_rho: bool = True
+    check_every: int = 10
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self.feas_tol, "feas_tol")
+        check_positive_int(self.check_every, "check_every")
+        if self.rho is not None:
+            _check_positive_real(self.rho, "rho")
+
+
+SETTINGS: dict[str, type[TorchSettings]] = {"fista": FistaSettings, "al": ALSettings, "admm": ADMMSettings}
+
+
+def settings_for(method: str, options: dict) -> TorchSettings:
+    """The settings of ``method`` from keyword ``options``: the method's own fields are taken, another
+    method's are validated and ignored, and a name no method knows is a ``TypeError``."""
+    known = {f.name for cls in SETTINGS.values() for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise TypeError(f"solve_torch() got an unexpected keyword argument {names}; the torch methods take "
+                        f"{sorted(known)}")  # fmt: skip
+    chosen = None
+    for name, cls in SETTINGS.items():
+        own = {f.name for f in dataclasses.fields(cls)}
+        made = cls(**{key: value for key, value in options.items() if key in own})  # validates
+        if name == method:
+            chosen = made
+    return chosen
