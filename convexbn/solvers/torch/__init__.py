@@ -67,7 +67,8 @@ def solve_torch(problem, *, method: str = "auto", warm_start=None, callback=None
         The method's settings (:class:`~convexbn.solvers.torch.settings.FistaSettings`,
         :class:`~convexbn.solvers.torch.settings.ALSettings`,
         :class:`~convexbn.solvers.torch.settings.ADMMSettings`): ``device``, ``dtype``, ``max_iter``,
-        ``tol``, ``checkpoint``, ``checkpoint_every``, ``resume``, ``progress``, ``verbose`` for all;
+        ``tol``, ``checkpoint``, ``checkpoint_every``, ``resume``, ``progress``, ``verbose``, ``threads``
+        for all;
         ``finish_dtype``, ``memory_limit``, ``projection``, ``check_every`` (FISTA); ``feas_tol``,
         ``max_outer``, ``rho``, ``rho_factor``, ``rho_growth``, ``inner_tol0``, ``rel_change``,
         ``hinge_mu_min`` (AL); ``feas_tol``, ``rho``, ``relaxation``, ``adapt_rho``, ``check_every``
