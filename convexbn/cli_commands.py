@@ -13,6 +13,8 @@ import warnings
 
 import numpy as np
 
+__all__ = ["UserError"]  # the commands are private: convexbn.cli calls them
+
 
 class UserError(Exception):
     """An error the user can fix: printed as one line, exit status 2."""

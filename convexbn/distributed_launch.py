@@ -13,6 +13,8 @@ import torch.distributed as dist
 
 from ._validation import check_positive_int
 
+__all__ = ["launch_local"]
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -26,6 +26,8 @@ from .implicit_reg import spectral_filter
 from .network import BNNetwork
 from .persistence import load_estimator, save_estimator
 
+__all__ = ["class_targets", "SOLVER_CHOICES", "DTYPES"]
+
 SOLVER_CHOICES = ("auto", "cvxpy", "clarabel", "mosek", "scs", "closed_form", "torch")
 
 

@@ -22,6 +22,9 @@ from .losses import get_loss
 from .network import BNNetwork
 from .problem import ConvexBNProblem, ConvexBNSolution, SolverError, SolverWarning
 
+__all__ = ["choose_solver", "default_n_arrangements", "estimate_critical_beta", "program_bounds",
+           "ConvexFit", "ProgramFit", "SearchOptions"]  # fmt: skip
+
 ARRANGEMENT_METHODS = ("auto", "search", "sample", "enumerate")
 NEURON_MODES = ("per_output", "shared", "auto")
 #: The solvers of the shared-neuron program (its own FISTA, :mod:`convexbn.solvers.torch.shared_fista`).
