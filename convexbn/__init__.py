@@ -114,11 +114,15 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    import importlib
+    import importlib.util
+
     module = _LOCATIONS.get(name)
     if module is None:
+        # a submodule (``convexbn.nn``, ``convexbn.solvers``, ...), as an eager package would have it
+        if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module 'convexbn' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # later lookups skip this function
     return value

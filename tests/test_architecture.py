@@ -148,3 +148,21 @@ def test_no_comment_cites_a_document_outside_the_repository():
             if "spec section" in line or "spec eq." in line or "shared/spec" in line:
                 offenders.append(f"{path.relative_to(PACKAGE)}:{number}")
     assert not offenders, offenders
+
+
+def test_import_convexbn_loads_nothing_until_a_name_is_used():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, convexbn\n"
+        "assert not [m for m in ('torch', 'cvxpy', 'sklearn', 'convexbn.fit') if m in sys.modules]\n"
+        "from convexbn import ConvexBNProblem, bn_basis, sample_arrangements\n"
+        "assert 'torch' not in sys.modules and 'cvxpy' not in sys.modules\n"
+        "assert convexbn.nn.TwoLayerNet and convexbn.solvers.SOLVERS  # submodules, as attributes\n"
+        "missing = [name for name in convexbn.__all__ if getattr(convexbn, name, None) is None]\n"
+        "assert not missing, missing\n"
+        "assert not hasattr(convexbn, 'no_such_name')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
