@@ -320,7 +320,7 @@ def _solver_options(solver: str, options: dict) -> dict:
 
 
 _TORCH_KEYS = ("device", "dtype", "progress", "callback", "warm_start", "method", "checkpoint", "resume",
-               "checkpoint_every", "projection", "memory_limit", "finish_dtype")  # fmt: skip
+               "checkpoint_every", "projection", "memory_limit", "finish_dtype", "threads")  # fmt: skip
 #: The torch solver's default relative gap of a pattern search's final solve (``tol`` overrides it): the
 #: restriction's distance from the global optimum dominates a tighter solve. Fixed pattern sets (sampled,
 #: enumerated, given) are solved to the backend's own default.

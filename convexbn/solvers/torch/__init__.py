@@ -22,7 +22,7 @@ from ..base import ADMM_MAX_SAMPLES, FISTA_MAX_DIM, Capabilities, SolverResult, 
 from .admm import solve_admm
 from .al import TorchSolverState, solve_al
 from .fista import solve_fista
-from .settings import SETTINGS, settings_for
+from .settings import SETTINGS, all_settings
 from .threads import ONE_THREAD_MAX_WORK, threads_for, torch_threads
 
 __all__ = ["solve_torch", "choose_method", "threads_for", "METHODS", "FISTA_MAX_DIM", "ADMM_MAX_SAMPLES",
@@ -80,7 +80,8 @@ def solve_torch(problem, *, method: str = "auto", warm_start=None, callback=None
     """
     if method not in ("auto", *SETTINGS):
         raise ValueError(f"unknown torch method {method!r}; expected 'auto', 'fista', 'admm' or 'al'")
-    settings = settings_for("al", options)  # validates every option (whichever method runs)
+    made = all_settings(options)  # every option validated by its method, whichever method runs
+    settings = made["al"]  # device and dtype, the same in every method's settings
     if settings.dtype == torch.float32 and problem.Y.size and float(np.abs(problem.Y).max()) > 1e15:
         raise ValueError(
             f"targets up to {float(np.abs(problem.Y).max()):.3g} overflow float32 arithmetic (their squares "
@@ -99,6 +100,6 @@ def solve_torch(problem, *, method: str = "auto", warm_start=None, callback=None
         )
     if problem.formulation == "gated":
         method = "al"  # the gated relaxation: plain FISTA
-    settings = settings_for(method, options)
+    settings = made[method]
     with torch_threads(threads_for(problem, settings)):
         return _RUNNERS[method](problem, settings, warm_start, callback)

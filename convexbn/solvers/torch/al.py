@@ -161,7 +161,7 @@ def solve_al(problem, settings: ALSettings, warm_start=None, callback=None) -> S
     """
     dtype, max_iter, tol, feas_tol = settings.dtype, settings.max_iter, settings.tol, settings.feas_tol
     max_outer, rho_growth, inner_tol0 = settings.max_outer, settings.rho_growth, settings.inner_tol0
-    checkpoint_every, rel_change = settings.checkpoint_every, settings.rel_change
+    rel_change = settings.rel_change
     ops = GroupOperators(problem, torch.device(settings.device), dtype)
     if rel_change is None:
         rel_change = 10 * torch.finfo(dtype).eps
@@ -231,8 +231,8 @@ def solve_al(problem, settings: ALSettings, warm_start=None, callback=None) -> S
     status = "optimal"
     while True:
         if state.phase == "gated":
-            _fista_run(ops, state, exact=False, tol=tol, max_iter=max_iter, loop=loop, save=save,
-                       every=checkpoint_every, report=report, rel_change=rel_change)  # fmt: skip
+            _fista_run(ops, state, exact=False, tol=tol, max_iter=max_iter, loop=loop, report=report,
+                       rel_change=rel_change)  # fmt: skip
             if state.total >= max_iter or state.stopped:
                 status = "optimal_inaccurate"
                 break
@@ -251,8 +251,7 @@ def solve_al(problem, settings: ALSettings, warm_start=None, callback=None) -> S
             continue
         inner_tol = max(tol, inner_tol0 * 0.2**state.outer) if exact else tol
         converged = _fista_run(ops, state, exact=exact, tol=inner_tol, max_iter=max_iter, loop=loop,
-                               save=save, every=checkpoint_every, report=report,
-                               rel_change=rel_change)  # fmt: skip
+                               report=report, rel_change=rel_change)  # fmt: skip
         converged = converged and inner_tol <= tol
         if state.total >= max_iter or state.stopped:
             status = "optimal_inaccurate"
@@ -303,7 +302,7 @@ def solve_al(problem, settings: ALSettings, warm_start=None, callback=None) -> S
 
 
 def _fista_run(
-    ops, state, *, exact, tol, max_iter, loop, save, every, report=None, check_every=5, rel_change=0.0
+    ops, state, *, exact, tol, max_iter, loop, report=None, check_every=5, rel_change=0.0
 ):
     """FISTA on the current (AL-augmented) problem, continuing from ``state``. True if converged.
 
@@ -374,8 +373,6 @@ def _fista_run(
         L *= 0.95  # let the step grow back
         state.total += 1
         state.inner += 1
-        if loop.bar is not None:
-            loop.bar.update(1)
         obj = min(obj, new_obj)
         if state.inner % check_every == 0:
             # stop on the minimum-norm subgradient of the (AL-augmented) objective at the new point
@@ -386,8 +383,7 @@ def _fista_run(
             obj_check = state.obj_check = obj
         del Rn
         state.X, state.X_prev, state.L, state.t, state.prev_obj = X, X_prev, L, t, obj
-        if every and state.total % every == 0:
-            save()
+        loop.tick(state.total, state.to_dict)  # the bar, and a checkpoint every checkpoint_every
         if report is not None and state.total % 10 == 0 and report():
             state.stopped = True
             break

@@ -19,7 +19,15 @@ import torch
 from ..._validation import check_positive, check_positive_int
 from .common import check_device_dtype
 
-__all__ = ["TorchSettings", "FistaSettings", "ALSettings", "ADMMSettings", "SETTINGS", "settings_for"]
+__all__ = ["TorchSettings", "FistaSettings", "ALSettings", "ADMMSettings", "SETTINGS", "all_settings",
+           "settings_for"]  # fmt: skip
+
+
+def _check_feas_tol_and_rho(settings) -> None:
+    """The checks the AL and ADMM settings share."""
+    check_positive(settings.feas_tol, "feas_tol")
+    if settings.rho is not None:
+        _check_positive_real(settings.rho, "rho")
 
 
 def _check_positive_real(value, name: str) -> None:
@@ -142,10 +150,8 @@ class ALSettings(TorchSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        check_positive(self.feas_tol, "feas_tol")
+        _check_feas_tol_and_rho(self)
         _check_positive_real(self.rho_factor, "rho_factor")
-        if self.rho is not None:
-            _check_positive_real(self.rho, "rho")
 
 
 @dataclass(frozen=True)
@@ -174,28 +180,30 @@ class ADMMSettings(TorchSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        check_positive(self.feas_tol, "feas_tol")
+        _check_feas_tol_and_rho(self)
         check_positive_int(self.check_every, "check_every")
-        if self.rho is not None:
-            _check_positive_real(self.rho, "rho")
 
 
 SETTINGS: dict[str, type[TorchSettings]] = {"fista": FistaSettings, "al": ALSettings, "admm": ADMMSettings}
 
 
-def settings_for(method: str, options: dict) -> TorchSettings:
-    """The settings of ``method`` from keyword ``options``: the method's own fields are taken, another
-    method's are validated and ignored, and a name no method knows is a ``TypeError``."""
+def all_settings(options: dict) -> dict[str, TorchSettings]:
+    """Every method's settings from keyword ``options`` (each takes its own fields, so every option is
+    validated by the method it belongs to); a name no method knows is a ``TypeError``."""
     known = {f.name for cls in SETTINGS.values() for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - known)
     if unknown:
         names = ", ".join(repr(name) for name in unknown)
         raise TypeError(f"solve_torch() got an unexpected keyword argument {names}; the torch methods take "
                         f"{sorted(known)}")  # fmt: skip
-    chosen = None
+    made = {}
     for name, cls in SETTINGS.items():
         own = {f.name for f in dataclasses.fields(cls)}
-        made = cls(**{key: value for key, value in options.items() if key in own})  # validates
-        if name == method:
-            chosen = made
-    return chosen
+        made[name] = cls(**{key: value for key, value in options.items() if key in own})
+    return made
+
+
+def settings_for(method: str, options: dict) -> TorchSettings:
+    """The settings of ``method`` from keyword ``options``: the method's own fields are taken, another
+    method's are validated and ignored, and a name no method knows is a ``TypeError``."""
+    return all_settings(options)[method]

@@ -4,7 +4,8 @@ A thread pool only pays when its threads have cores to run on. Two cases lose ba
 "Threads"; ``benchmarks/bench_busy.py``): a small problem, whose tensors are too small to split, and a
 machine where another process keeps a core busy, where every parallel step waits for the thread that
 shares its core. So a solve runs on one thread below :data:`ONE_THREAD_MAX_WORK`, and above it on at most
-the cores that were idle when it started (sampled from ``/proc/stat`` on Linux, where it is available),
+the cores that were idle when it started (sampled from ``/proc/stat`` on Linux, where it is available;
+the sample is reused for a few seconds),
 never more than ``torch.get_num_threads()`` (which already follows ``threadpoolctl.threadpool_limits``,
 ``OMP_NUM_THREADS`` and joblib's workers). ``threads=`` overrides the choice.
 """
@@ -42,12 +43,17 @@ def _cpu_times() -> tuple[float, float] | None:
     return values[3] + (values[4] if len(values) > 4 else 0.0) + mine, sum(values)
 
 
+#: A sample is reused for this many seconds (a run of solves pays the 50 ms at most once per window: at most
+#: 5% of their time; a longer window would miss a neighbour that started since, as bench_busy.py measures).
+IDLE_SAMPLE_REUSE_S = 1.0
+
+
 def idle_cores(sample_s: float = IDLE_SAMPLE_S) -> float | None:
-    """The number of cores idle over the last ``sample_s`` seconds (re-sampled at most once a second), or
-    None where ``/proc/stat`` is not available."""
+    """The number of cores idle over the last ``sample_s`` seconds (re-sampled at most every
+    :data:`IDLE_SAMPLE_REUSE_S`), or None where ``/proc/stat`` is not available."""
     global _last_sample
     now = time.monotonic()
-    if now - _last_sample[0] < 1.0:
+    if now - _last_sample[0] < IDLE_SAMPLE_REUSE_S:
         return _last_sample[1]
     first = _cpu_times()
     if first is None:
