@@ -18,6 +18,8 @@ And the properties the solvers ask instead of comparing names:
 - ``step_curvature``: the curvature a first-order solver starts its step-size search from
   (``curvature``, or 1 for a smoothed loss, whose backtracking then raises it);
 - ``smoothing_start``: the first smoothing parameter of a nonsmooth loss (0 for a smooth one);
+- ``quadratic``: whether the value is ``1/2 ||F - Y||^2`` (an affine gradient ``F - Y``: a solver over a
+  fixed matrix ``A`` may work with ``A^T A`` and ``A^T Y`` instead of ``A``);
 - ``scalable_targets``: whether ``(Y, beta) -> (Y / s, beta / s)`` maps solutions to solutions / s (the
   squared loss: the conic backends solve badly scaled targets at unit scale).
 
@@ -51,6 +53,7 @@ class Loss(ABC):
     curvature: float = 1.0
     smoothing_start: float = 0.0
     scalable_targets: bool = False
+    quadratic: bool = False
 
     @property
     def step_curvature(self) -> float:
@@ -111,6 +114,7 @@ class SquaredLoss(Loss):
     name = "squared"
     curvature = 1.0
     scalable_targets = True
+    quadratic = True
 
     def encode_targets(self, y):
         Y = _as_2d_float(y)

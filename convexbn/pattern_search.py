@@ -103,7 +103,7 @@ def _ascent_candidates(problem, lam, solution, n_starts: int, n_steps: int, step
 def _best_distinct(D: np.ndarray, h: np.ndarray) -> np.ndarray:
     """Indices of the distinct columns of the (n, H) masks ``D``, each with its largest ``h``."""
     order = np.argsort(-h, kind="stable")
-    packed = np.ascontiguousarray(np.packbits(D[:, order], axis=0).T)
+    packed = np.ascontiguousarray(np.packbits(D, axis=0)[:, order].T)  # pack, then gather (8x fewer bytes)
     keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
     _, first = np.unique(keys, return_index=True)
     return order[np.sort(first)]

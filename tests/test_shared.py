@@ -99,6 +99,40 @@ def test_output_lasso_matches_cvxpy(loss):
     assert gap <= 1e-9
 
 
+@pytest.mark.parametrize("shape", [(60, 12), (10, 25)])  # fewer neurons than samples (Gram path), more
+def test_output_lasso_gram_path_matches_the_plain_path_and_cvxpy(shape):
+    rng = np.random.default_rng(4)
+    A = np.maximum(rng.standard_normal(shape), 0)
+    Y = rng.standard_normal((shape[0], 4))
+    squared = get_loss("squared")
+
+    class PlainSquared(type(squared)):  # the same loss, without the declaration the Gram path needs
+        quadratic = False
+
+    V, value, gap = solve_output_lasso(A, Y, 0.7, squared, tol=1e-10, max_iter=200_000)
+    Vp, value_p, gap_p = solve_output_lasso(A, Y, 0.7, PlainSquared(), tol=1e-10, max_iter=200_000)
+    Vc = cp.Variable((shape[1], 4))
+    ref = cp.Problem(cp.Minimize(squared.cvxpy(A @ Vc, Y) + 0.7 * cp.sum(cp.norm(Vc, 2, axis=1)))).solve(
+        solver="CLARABEL")  # fmt: skip
+    assert gap <= 1e-10 and gap_p <= 1e-10
+    assert value == pytest.approx(value_p, rel=1e-9)
+    assert value == pytest.approx(ref, rel=1e-6)
+    # the reported value is the objective at V, computed from the predictions
+    assert value == pytest.approx(squared.value(A @ V, Y) + 0.7 * np.linalg.norm(V, axis=1).sum(), rel=1e-12)
+    assert np.abs(V - Vp).max() <= 1e-4 * max(np.abs(Vp).max(), 1.0)
+
+
+def test_a_quadratic_loss_is_half_the_squared_distance():
+    rng = np.random.default_rng(5)
+    F, Y = rng.standard_normal((7, 3)), rng.standard_normal((7, 3))
+    for name in ("squared", "logistic", "cross_entropy", "hinge"):
+        loss = get_loss(name)
+        if loss.quadratic:
+            assert loss.value(F, Y) == pytest.approx(0.5 * np.sum((F - Y) ** 2), rel=1e-12)
+            np.testing.assert_allclose(loss.grad(F, Y), F - Y, rtol=1e-12)
+    assert get_loss("squared").quadratic and not get_loss("logistic").quadratic
+
+
 def test_shared_atoms_are_validated():
     with pytest.raises(ValueError, match="unit vectors"):
         SharedAtoms(np.ones((4, 2), bool), np.ones((2, 3)))
