@@ -53,8 +53,9 @@ def main(argv=None):
                 start = time.perf_counter()
                 V, objective, gap = solve_output_lasso(A, Y, 1.0, loss, tol=tol)
                 times.append(time.perf_counter() - start)
+            active = int((np.linalg.norm(V, axis=1) > 0).sum())
             row.update({f"{label}_s": float(np.median(times)), f"{label}_objective": objective,
-                        f"{label}_gap": gap, f"{label}_active": int((np.linalg.norm(V, axis=1) > 0).sum())})  # fmt: skip
+                        f"{label}_gap": gap, f"{label}_active": active})  # fmt: skip
         row["speedup"] = row["on_A_s"] / row["gram_s"]
         print(row, flush=True)
         rows.append(row)

@@ -237,34 +237,71 @@ def solve_output_lasso(
     def penalty(V):
         return beta * float(np.linalg.norm(V, axis=1).sum())
 
-    def prox(V, thresh):
-        norms = np.linalg.norm(V, axis=1, keepdims=True)
-        return V * np.clip(1 - thresh / np.maximum(norms, 1e-300), 0, None)
-
     if loss.quadratic and m < A.shape[0]:
-        return _output_lasso_gram(A, Y, beta, loss, V, L, tol, max_iter, check_every, prox)
-    # the predictions A X of the last two iterates are kept: the extrapolated point's are their
-    # combination, so an iteration costs two products (A^T grad, A X_new), not three
-    X, X_prev, t, gap = V, V, 1.0, np.inf
-    F = A @ X
-    F_prev, obj = F, loss.value(F, Y) + penalty(X)
+        # a quadratic loss with fewer neurons than samples: iterate on G = A^T A (m, m) and B = A^T Y only
+        # (gradient G V - B, value 1/2 <V, G V> - <V, B> + 1/2 ||Y||^2, the gap's residual terms likewise);
+        # a passing check is confirmed from the predictions A V (the expanded value loses digits when it is
+        # small against ||Y||^2)
+        G, B, yy = A.T @ A, A.T @ Y, float(np.sum(Y * Y))
+
+        def value(V, GV):
+            return 0.5 * float(np.sum(V * GV)) - float(np.sum(V * B)) + 0.5 * yy + penalty(V)
+
+        def worth_checking(V, GV, obj):
+            # R = A V - Y: A^T R = G V - B, ||R||^2 = <V, G V> - 2 <V, B> + ||Y||^2, <R, Y> = <V, B> - ||Y||^2
+            worst = float(np.linalg.norm(GV - B, axis=1).max())
+            scale = 1.0 if worst <= beta else beta / worst
+            VB = float(np.sum(V * B))
+            rr = max(float(np.sum(V * GV)) - 2 * VB + yy, 0.0)
+            conjugate = 0.5 * scale**2 * rr + scale * (VB - yy)  # loss* at scale R (quadratic loss)
+            return (obj + conjugate) / max(abs(obj), 1e-12) <= tol
+
+        def image(V):
+            return G @ V
+
+        def gradient(GV):
+            return GV - B
+    else:
+        # on the predictions A V: two products per iteration (A^T grad, A V_new)
+        def value(V, F):
+            return loss.value(F, Y) + penalty(V)
+
+        def worth_checking(V, F, obj):
+            return True
+
+        def image(V):
+            return A @ V
+
+        def gradient(F):
+            return A.T @ loss.grad(F, Y)
+
+    # FISTA with function-value restart; the images (A V or G V) of the last two iterates are kept: the
+    # extrapolated point's image is their combination (the maps are linear)
+    X, X_prev, t = V, V, 1.0
+    I = image(X)
+    I_prev, obj = I, value(X, I)
     for it in range(1, max_iter + 1):
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
         momentum = (t - 1) / t_next
         Yv = X + momentum * (X - X_prev)
-        Fy = F + momentum * (F - F_prev)
-        Xn = prox(Yv - A.T @ loss.grad(Fy, Y) / L, beta / L)
-        Fn = A @ Xn
-        obj_n = loss.value(Fn, Y) + penalty(Xn)
+        Xn = _group_shrink(Yv - gradient(I + momentum * (I - I_prev)) / L, beta / L)
+        In = image(Xn)
+        obj_n = value(Xn, In)
         if obj_n > obj:
             t_next = 1.0
         X_prev, X, t, obj = X, Xn, t_next, obj_n
-        F_prev, F = F, Fn
-        if it % check_every == 0:
-            gap = _output_lasso_gap(A, Y, X, beta, loss)[1]
-            if gap <= tol:
+        I_prev, I = I, In
+        if it % check_every == 0 and worth_checking(X, I, obj):
+            if _output_lasso_gap(A, Y, X, beta, loss)[1] <= tol:
                 break
-    return X, obj, float(gap)
+    obj, gap = _output_lasso_gap(A, Y, X, beta, loss)
+    return X, obj, gap
+
+
+def _group_shrink(V: np.ndarray, thresh: float) -> np.ndarray:
+    """Each row of ``V`` shrunk towards zero by ``thresh`` in norm (the group soft-threshold)."""
+    norms = np.linalg.norm(V, axis=1, keepdims=True)
+    return V * np.clip(1 - thresh / np.maximum(norms, 1e-300), 0, None)
 
 
 def _output_lasso_gap(A, Y, V, beta, loss) -> tuple[float, float]:
@@ -276,46 +313,3 @@ def _output_lasso_gap(A, Y, V, beta, loss) -> tuple[float, float]:
     worst = float(np.linalg.norm(A.T @ grad, axis=1).max())
     scale = 1.0 if worst <= beta else beta / worst
     return obj, float((obj + loss.conjugate(scale * grad, Y)) / max(abs(obj), 1e-12))
-
-
-def _output_lasso_gram(A, Y, beta, loss, V, L, tol, max_iter, check_every, prox):
-    """:func:`solve_output_lasso` for a quadratic loss (``1/2 ||F - Y||^2``) with fewer neurons than
-    samples: the iterations and the checks use ``G = A^T A`` (m, m) and ``B = A^T Y`` only (gradient
-    ``G V - B``, value ``1/2 <V, G V> - <V, B> + 1/2 ||Y||^2``, the gap's residual terms likewise); a
-    check that passes is confirmed from the predictions ``A V`` themselves (the expanded value loses
-    digits when it is small against ``||Y||^2``), and the reported objective and gap are those."""
-    G, B, yy = A.T @ A, A.T @ Y, float(np.sum(Y * Y))
-
-    def objective(V, GV):
-        return 0.5 * float(np.sum(V * GV)) - float(np.sum(V * B)) + 0.5 * yy + beta * float(
-            np.linalg.norm(V, axis=1).sum())  # fmt: skip
-
-    def expanded_gap(V, GV, obj):
-        # R = A V - Y: A^T R = G V - B, ||R||^2 = <V, G V> - 2 <V, B> + ||Y||^2, <R, Y> = <V, B> - ||Y||^2
-        worst = float(np.linalg.norm(GV - B, axis=1).max())
-        scale = 1.0 if worst <= beta else beta / worst
-        VB = float(np.sum(V * B))
-        rr = max(float(np.sum(V * GV)) - 2 * VB + yy, 0.0)
-        conjugate = 0.5 * scale**2 * rr + scale * (VB - yy)  # loss* at scale R (quadratic loss)
-        return (obj + conjugate) / max(abs(obj), 1e-12)
-
-    X, X_prev, t, gap = V, V, 1.0, np.inf
-    GX = G @ X
-    GX_prev, obj = GX, objective(X, GX)
-    for it in range(1, max_iter + 1):
-        t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
-        momentum = (t - 1) / t_next
-        Yv = X + momentum * (X - X_prev)
-        Xn = prox(Yv - (GX + momentum * (GX - GX_prev) - B) / L, beta / L)
-        GXn = G @ Xn
-        obj_n = objective(Xn, GXn)
-        if obj_n > obj:
-            t_next = 1.0
-        X_prev, X, t, obj = X, Xn, t_next, obj_n
-        GX_prev, GX = GX, GXn
-        if it % check_every == 0 and expanded_gap(X, GX, obj) <= tol:
-            gap = _output_lasso_gap(A, Y, X, beta, loss)[1]
-            if gap <= tol:
-                break
-    obj, gap = _output_lasso_gap(A, Y, X, beta, loss)
-    return X, obj, float(gap)
