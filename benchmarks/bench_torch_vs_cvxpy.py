@@ -11,7 +11,8 @@ Synthetic data (Gaussian X, y = sin(2 x0) + 0.5 x1 + noise), squared loss, progr
 * the torch solver (``method="auto"``: FISTA with the exact cone prox) for each ``--tol``, stopping on
   its *certified* relative duality gap ``tol``: time (median of ``--repeats``), objective against
   Clarabel's, cone violation, iterations, and the recovered network's forward objective against the
-  reported one.
+  reported one. ``--unpolished``: also FISTA without its Newton polish (``polish=False``) at the first
+  ``--tol``, key ``torch_unpolished``.
 * ``torch_to_target``: the same solver stopped (by its callback, checked every 10 iterations, the
   callback's cost included; it evaluates the objective on one BLAS thread, since numpy's spinning BLAS
   threads otherwise slow the solver) as soon as its objective is within ``--target`` (1e-4) of Clarabel's: the
@@ -114,7 +115,7 @@ def load_projection(projection: str, dtypes=(torch.float64,)) -> tuple[str, floa
 
 
 def run_one(n, d, P, beta, scs, tol, method="auto", seed=0, repeats=1, target=1e-4, clarabel_loose=False,
-            pyscnn=False, projection="auto", load_s=0.0):  # fmt: skip
+            pyscnn=False, projection="auto", load_s=0.0, unpolished=False):  # fmt: skip
     X, y = make_data(n, d, seed)
     basis = bn_basis(X)
     arr = sample_arrangements(basis, P, random_state=seed)
@@ -124,13 +125,16 @@ def run_one(n, d, P, beta, scs, tol, method="auto", seed=0, repeats=1, target=1e
     ref = problem.solve("clarabel")
     row["clarabel_s"] = time.perf_counter() - start
     row["clarabel_objective"] = ref.objective
-    for i, tol_i in enumerate(tol):
-        key = "torch" if i == 0 else f"torch_tol{tol_i:g}"
+    runs = [("torch" if i == 0 else f"torch_tol{tol_i:g}", tol_i, True) for i, tol_i in enumerate(tol)]
+    if unpolished:  # FISTA without its Newton polish, side by side
+        runs.append(("torch_unpolished", tol[0], False))
+    for key, tol_i, polish in runs:
         options = {"feas_tol": 1e-6} if method in ("admm", "al") else {}
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            sol = problem.solve("torch", method=method, tol=tol_i, projection=projection, **options)
+            sol = problem.solve("torch", method=method, tol=tol_i, projection=projection, polish=polish,
+                                **options)  # fmt: skip
             times.append(time.perf_counter() - start)
         row[f"{key}_s"] = float(np.median(times))
         row[f"{key}_all_s"] = times
@@ -138,6 +142,7 @@ def run_one(n, d, P, beta, scs, tol, method="auto", seed=0, repeats=1, target=1e
         row[f"{key}_tol"] = tol_i
         row[f"{key}_objective"] = sol.objective
         row[f"{key}_iters"] = sol.n_iter
+        row[f"{key}_polished"] = sol.info.get("polished")
         row[f"{key}_violation"] = sol.constraint_violation
         row[f"{key}_rel_diff"] = (sol.objective - ref.objective) / abs(ref.objective)
         row[f"{key}_certified_gap"] = sol.info.get("relative_gap")
@@ -209,6 +214,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=1, help="torch solves per tolerance (median time)")
     parser.add_argument("--projection", default="auto", choices=["auto", "torch", "numba"],
                         help="the torch solver's cone projections (auto: numba when installed)")
+    parser.add_argument("--unpolished", action="store_true",
+                        help="add FISTA without its Newton polish (polish=False) at the first --tol")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     sizes = size_pairs(args)
@@ -219,7 +226,7 @@ def main(argv=None):
     for n, P in sizes:
         row = run_one(n, args.d, P, args.beta, args.scs, args.tol, args.method, repeats=args.repeats,
                       target=args.target, clarabel_loose=args.clarabel_loose, pyscnn=args.pyscnn,
-                      projection=projection, load_s=load_s)
+                      projection=projection, load_s=load_s, unpolished=args.unpolished)
         row["numba_load_s"] = load_s if projection == "numba" else None
         rows.append(row)
         print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}))

@@ -81,6 +81,12 @@ class Loss(ABC):
     @abstractmethod
     def torch_grad(self, F, Y): ...
 
+    def torch_hessian(self, F, Y):
+        """The loss Hessian at the predictions ``F`` (n, C), per sample ``diag(w_i) - q_i q_i^T``:
+        ``(w, q)``, both (n, C), ``q`` None where it is zero (smooth losses; the Newton polish of
+        :mod:`convexbn.solvers.torch.polish`)."""
+        raise NotImplementedError(f"the {self.name} loss has no Hessian")
+
     def torch_value_grad(self, F, Y, mu: float = 0.0):
         """Value and gradient in torch; a nonsmooth loss smooths itself with parameter ``mu``."""
         return self.torch_value(F, Y), self.torch_grad(F, Y)
@@ -147,6 +153,11 @@ class SquaredLoss(Loss):
     def torch_grad(self, F, Y):
         return F - Y
 
+    def torch_hessian(self, F, Y):
+        import torch
+
+        return torch.ones_like(F), None
+
     def torch_prox(self, Z, Y, rho, F0=None):
         return (Y + rho * Z) / (1 + rho)
 
@@ -191,6 +202,12 @@ class LogisticLoss(Loss):
         import torch
 
         return -Y * torch.sigmoid(-Y * F)
+
+    def torch_hessian(self, F, Y):
+        import torch
+
+        p = torch.sigmoid(Y * F)
+        return p * (1 - p), None
 
     def torch_prox(self, Z, Y, rho, F0=None):
         import torch
@@ -323,6 +340,12 @@ class CrossEntropyLoss(Loss):
         import torch
 
         return torch.softmax(F, dim=1) - Y
+
+    def torch_hessian(self, F, Y):
+        import torch
+
+        p = torch.softmax(F, dim=1)
+        return p, p
 
     def torch_prox(self, Z, Y, rho, F0=None):
         import torch

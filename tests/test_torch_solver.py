@@ -123,10 +123,13 @@ def test_checkpoint_resume_gives_the_same_result(tmp_path, method):
     path = tmp_path / "state.pt"
     full = problem.solve("torch", method=method, checkpoint=path, checkpoint_every=50)
     path.unlink()
-    # an interrupted run: stops at 137 iterations and leaves its state in the checkpoint
+    # an interrupted run: stops at 67 iterations (before FISTA's first Newton polish) and leaves its state
+    # in the checkpoint
     with pytest.warns(UserWarning, match="optimal_inaccurate"):
-        partial = problem.solve("torch", method=method, checkpoint=path, checkpoint_every=50, max_iter=137)
-    assert partial.n_iter == 137
+        partial = problem.solve("torch", method=method, checkpoint=path, checkpoint_every=50, max_iter=67)
+    assert partial.n_iter == 67
+    if method == "fista":
+        assert partial.info["polished"] == 0 and full.info["polished"] >= 1
     resumed = problem.solve("torch", method=method, checkpoint=path, checkpoint_every=50, resume=True)
     assert resumed.n_iter == full.n_iter
     np.testing.assert_array_equal(resumed.W_pos, full.W_pos)
@@ -174,7 +177,8 @@ def test_checkpoint_resume_across_the_float64_finish(tmp_path):
     full = problem.solve("torch", dtype="float32", checkpoint=path, checkpoint_every=20)
     switch = full.info["finish_at"]
     assert switch is not None
-    for stop in (switch - 13, switch + 17):  # interrupted before and after the switch
+    assert full.n_iter > switch + 7  # a Newton polish in float64 ends it soon after the switch
+    for stop in (switch - 13, switch + 7):  # interrupted before and after the switch
         path.unlink()
         with pytest.warns(UserWarning, match="optimal_inaccurate"):
             problem.solve("torch", dtype="float32", checkpoint=path, checkpoint_every=20, max_iter=stop)
@@ -383,12 +387,17 @@ def test_fista_line_search_ends_where_the_step_is_zero():
     for beta in betas[:2]:  # the path's warm starts
         start = ConvexBNProblem(basis, arr, y, beta=beta).solve("torch", warm_start=start)
     problem = ConvexBNProblem(basis, arr, y, beta=betas[2])
-    with pytest.warns(SolverWarning):  # the gap stalls near 1e-5 on this problem: optimal_inaccurate
-        sol = problem.solve("torch", warm_start=start, max_iter=5000)
+    with pytest.warns(SolverWarning):  # FISTA's gap stalls near 1e-5 on this problem: optimal_inaccurate
+        sol = problem.solve("torch", warm_start=start, max_iter=5000, polish=False)
     assert sol.n_iter == 5000
     ref = problem.solve("clarabel")
     assert sol.objective == pytest.approx(ref.objective, rel=1e-6)
     assert sol.constraint_violation <= 1e-12
+    # the Newton polish (the default) certifies it
+    polished = problem.solve("torch", warm_start=start, max_iter=5000)
+    assert polished.status == "optimal" and polished.info["relative_gap"] <= 1e-6
+    assert polished.objective == pytest.approx(ref.objective, rel=1e-6)
+    assert polished.constraint_violation <= 1e-12
 
 
 @NEEDS_NUMBA

@@ -54,6 +54,7 @@ from .common import finished_groups, warm_start_arrays
 from .loop import IterationLoop
 from .numba_projection import kernel_load_seconds
 from .operators import GroupOperators
+from .polish import polish_size, polish_support
 from .projection import (
     ConeProjection,
     NumbaBasis,
@@ -293,6 +294,21 @@ def _solve_fista(problem, settings: FistaSettings, warm_start=None, callback=Non
             best = _best_bound(state["history"][state.get("bounds_from", 0) :])
             gap = (objective - best) / max(abs(objective), 1e-300)
             state["gap"] = gap
+            if gap > tol and _polish_due(settings, state, X, faces):
+                polished = _polish(maps, X, faces, beta, objective, gap, state, settings)
+                if polished is not None:
+                    X, faces, objective = polished
+                    X_prev, F = X.clone(), maps.predict(X)
+                    F_prev, t, prev_obj = F.clone(), 1.0, objective
+                    state["faces"] = faces
+                    if factors is not None:  # the torch projections' factors follow the faces
+                        patterns = torch.arange(len(faces), device=dev) % P
+                        normals = _gather_normals(maps.Up, maps.pattern_signs, patterns, faces)
+                        factors = (normals, _padded_gram_inverse(normals, faces >= 0))
+                        state["factors"] = factors
+                    best = _best_bound(state["history"][state.get("bounds_from", 0) :])
+                    gap = (objective - best) / max(abs(objective), 1e-300)
+                    state["gap"] = gap
             if (gap > tol and finish_dtype is not None and state.get("finish_at") is None
                     and _precision_stalled(state["history"], X.dtype, tol)):  # fmt: skip
                 # go on in finish_dtype from here (momentum kept); the kept factors are rebuilt
@@ -332,8 +348,53 @@ def _solve_fista(problem, settings: FistaSettings, warm_start=None, callback=Non
         "history": state["history"],
         "lipschitz": L,
         "finish_at": state.get("finish_at"),
+        "polished": state.get("polished", 0),
     }
     return SolverResult(W_pos, W_neg, status, name, n_iter=state["it"], info=info)
+
+
+def _polish_due(settings, state, X, faces) -> bool:
+    """Whether to polish at this check: float64 iterates, the support's size the same as at the last
+    check, the restricted problem small enough, and the wait since the last polish over (it doubles after
+    each polish that does not certify)."""
+    k = X.shape[-1]
+    count = int((X.reshape(-1, k).norm(dim=1) > 0).sum())
+    stable, state["support_count"] = count == state.get("support_count"), count
+    return (settings.polish and X.dtype == torch.float64 and stable and count > 0
+            and state["it"] >= state.get("polish_next", 0)
+            and polish_size(X, faces) <= settings.polish_max_vars)  # fmt: skip
+
+
+def _polish(maps, X, faces, beta, objective, gap, state, settings):
+    """Polish ``X`` (:func:`~convexbn.solvers.torch.polish.polish_support`) and check the gap there.
+
+    Returns ``(X, faces, objective)`` of the polished point when its objective is lower and it is in the
+    cones (its check goes into ``state["history"]``), else None. Schedules the next polish: two checks
+    on when the polish at least halved the relative gap (FISTA goes on from a point near the optimum,
+    whose faces settle fast), else after a wait that doubles each time (from five checks)."""
+    result = polish_support(maps, X, faces, beta)
+    state["polished"] = state.get("polished", 0) + 1
+    wait = state.get("polish_wait", 5 * settings.check_every)
+    state["polish_next"], state["polish_wait"] = state["it"] + wait, 2 * wait
+    if not result.objective < objective or not _in_cones(maps, result.X):
+        return None
+    new_objective, lower = duality_gap(maps, result.X, beta, result.faces)
+    state["history"].append((state["it"], new_objective, lower))
+    if new_objective - lower <= 0.5 * gap * abs(new_objective):
+        state["polish_next"] = state["it"] + 2 * settings.check_every
+    return result.X, result.faces, new_objective
+
+
+def _in_cones(maps, X, rel_tol: float = 1e-10) -> bool:
+    """Whether every group of X (2, C, P, k) satisfies its cone's rows to ``rel_tol`` of
+    ``||U'_i|| ||u_g||``."""
+    flat = X.reshape(-1, X.shape[-1])
+    rows = torch.where(flat.norm(dim=1) > 0)[0]
+    if rows.numel() == 0:
+        return True
+    values = (maps.Up @ flat[rows].T) * maps.pattern_signs[rows % maps.n_patterns].T  # (n, s)
+    scale = maps.Up.norm(dim=1)[:, None] * flat[rows].norm(dim=1)[None, :]
+    return bool((values >= -rel_tol * scale).all())
 
 
 def _best_bound(history) -> float:

@@ -102,16 +102,26 @@ class FistaSettings(TorchSettings):
         Bytes for the temporaries of the products and projections (blocks of samples and groups).
     projection : {"auto", "torch", "numba"}
         The cone projections' implementation.
+    polish : bool
+        Newton polishing on the support and faces at the gap checks (:mod:`convexbn.solvers.torch.polish`;
+        float64 iterates, at most ``polish_max_vars`` variables).
+    polish_max_vars : int
+        The largest restricted problem (``M`` variables, an ``M x M`` Hessian) a polish takes on.
     """
 
     check_every: int = 10
     finish_dtype: object = "auto"
     memory_limit: int | None = 64 * 2**20
     projection: str = "auto"
+    polish: bool = True
+    polish_max_vars: int = 2000
 
     def __post_init__(self):
         super().__post_init__()
         check_positive_int(self.check_every, "check_every")
+        check_positive_int(self.polish_max_vars, "polish_max_vars")
+        if not isinstance(self.polish, bool):
+            raise ValueError(f"polish must be True or False, got {self.polish!r}")
         if self.memory_limit is not None:
             check_positive_int(self.memory_limit, "memory_limit")
 

@@ -1,0 +1,108 @@
+"""Newton polishing of FISTA's iterates (convexbn.solvers.torch.polish) against Clarabel, plain FISTA, the
+recovered network's forward pass and autograd."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATASETS, to_pm1
+
+from convexbn import ConvexBNProblem, bn_basis, get_loss, recover_network, sample_arrangements
+from convexbn.solvers.torch.fista import ExactMaps, _in_cones, duality_gap
+from convexbn.solvers.torch.polish import polish_size, polish_support
+from convexbn.solvers.torch.settings import FistaSettings
+
+
+def _weak_problem(loss="squared", beta=0.02, P=40, n_out=None):
+    X, y = DATASETS["random"]()
+    if loss == "logistic":
+        y = to_pm1(y)
+    elif loss == "cross_entropy":
+        y = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))  # three classes
+    elif n_out:
+        y = np.column_stack([y, np.sin(3 * X[:, 1])])
+    basis = bn_basis(X)
+    arr = sample_arrangements(basis, P, random_state=0)
+    return X, y, ConvexBNProblem(basis, arr, y, beta=beta, loss=loss)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic", "cross_entropy"])
+def test_polished_fista_certifies_the_clarabel_optimum(loss):
+    X, y, problem = _weak_problem(loss)
+    ref = problem.solve("clarabel")
+    plain = problem.solve("torch", polish=False, tol=1e-7, max_iter=50_000)
+    polished = problem.solve("torch", tol=1e-7, max_iter=50_000)
+    assert polished.status == plain.status == "optimal"
+    assert polished.info["polished"] >= 1 and plain.info["polished"] == 0
+    assert polished.info["relative_gap"] <= 1e-7
+    assert polished.objective == pytest.approx(plain.objective, rel=2e-7)
+    assert polished.objective == pytest.approx(ref.objective, rel=1e-5)
+    # the polished point is in the cones and its network reproduces its objective
+    assert polished.constraint_violation <= 1e-12
+    assert recover_network(polished).objective(X, y) == pytest.approx(polished.objective, rel=1e-9)
+
+
+def test_polish_of_an_early_iterate_is_feasible_and_no_worse():
+    X, y, problem = _weak_problem(beta=0.02)
+    early = problem.solve("torch", polish=False, tol=1e-12, max_iter=300)
+    maps = ExactMaps(problem, torch.device("cpu"), torch.float64)
+    C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
+    start = torch.stack([torch.as_tensor(early.W_pos), torch.as_tensor(early.W_neg)])
+    # the faces of the start: its rows at zero (FISTA keeps them; a direct call finds them)
+    flat = start.reshape(-1, k)
+    values = (maps.Up @ flat.T) * maps.pattern_signs[torch.arange(2 * C * P) % P].T
+    scale = maps.Up.norm(dim=1)[:, None] * flat.norm(dim=1)[None, :]
+    faces = torch.full((2 * C * P, k), -1, dtype=torch.long)
+    for g in torch.where(flat.norm(dim=1) > 0)[0].tolist():
+        rows = torch.where(values[:, g].abs() <= 1e-10 * scale[:, g])[0][: k - 1]
+        faces[g, : len(rows)] = rows
+    before, _ = duality_gap(maps, start, problem.beta, faces)
+    result = polish_support(maps, start, faces, problem.beta)
+    assert result.objective <= before
+    assert _in_cones(maps, result.X)
+    assert result.variables == polish_size(result.X, result.faces)
+    objective, lower = duality_gap(maps, result.X, problem.beta, result.faces)
+    assert objective == pytest.approx(result.objective, rel=1e-12)
+    assert lower <= objective * (1 + 1e-12)
+    # from an iterate this close the Newton steps find the optimum: a certified tiny gap
+    ref = problem.solve("clarabel")
+    assert objective == pytest.approx(ref.objective, rel=1e-5)
+
+
+def test_polish_on_several_outputs_matches_plain_fista():
+    X, y, problem = _weak_problem(n_out=2)
+    plain = problem.solve("torch", polish=False, tol=1e-7, max_iter=50_000)
+    polished = problem.solve("torch", tol=1e-7, max_iter=50_000)
+    assert polished.info["relative_gap"] <= 1e-7
+    assert polished.objective == pytest.approx(plain.objective, rel=2e-7)
+
+
+def test_polish_is_skipped_over_its_size_limit():
+    _, _, problem = _weak_problem()
+    sol = problem.solve("torch", tol=1e-6, polish_max_vars=1)
+    assert sol.info["polished"] == 0
+    assert sol.info["relative_gap"] <= 1e-6
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic", "cross_entropy"])
+def test_torch_hessian_matches_autograd(loss):
+    rng = np.random.default_rng(0)
+    F = torch.as_tensor(rng.normal(size=(7, 3)))
+    if loss == "cross_entropy":
+        Y = torch.nn.functional.one_hot(torch.as_tensor(rng.integers(0, 3, 7)), 3).double()
+    else:
+        Y = torch.as_tensor(rng.choice([-1.0, 1.0], size=(7, 3)))
+    lossf = get_loss(loss)
+    V = torch.as_tensor(rng.normal(size=(7, 3)))
+    w, q = lossf.torch_hessian(F, Y)
+    ours = w * V - (0 if q is None else q * (q * V).sum(1, keepdim=True))
+    _, hvp = torch.autograd.functional.hvp(lambda f: lossf.torch_value(f, Y), F, V)
+    np.testing.assert_allclose(ours.numpy(), hvp.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_hinge_has_no_hessian_and_bad_polish_settings():
+    with pytest.raises(NotImplementedError, match="hinge loss has no Hessian"):
+        get_loss("hinge").torch_hessian(torch.zeros(2, 1), torch.ones(2, 1))
+    with pytest.raises(ValueError, match="polish must be True or False"):
+        FistaSettings(polish="yes")
+    with pytest.raises(ValueError, match="polish_max_vars"):
+        FistaSettings(polish_max_vars=0)
