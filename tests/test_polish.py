@@ -106,3 +106,32 @@ def test_hinge_has_no_hessian_and_bad_polish_settings():
         FistaSettings(polish="yes")
     with pytest.raises(ValueError, match="polish_max_vars"):
         FistaSettings(polish_max_vars=0)
+
+
+def test_restricted_problem_carries_the_data_hessian_of_unchanged_groups():
+    from convexbn.solvers.torch.polish import _Restricted
+
+    _, _, problem = _weak_problem(n_out=2)
+    sol = problem.solve("torch", polish=False, tol=1e-4)
+    maps = ExactMaps(problem, torch.device("cpu"), torch.float64)
+    X = torch.stack([torch.as_tensor(sol.W_pos), torch.as_tensor(sol.W_neg)])
+    k = X.shape[-1]
+    flat = X.reshape(-1, k)
+    support = torch.where(flat.norm(dim=1) > 0)[0]
+    faces = torch.full((len(support), k), -1, dtype=torch.long)
+    prob = _Restricted(maps, X.shape, support, faces, problem.beta)
+    u = flat[support]
+    z = prob.to_z(u)
+    _, F = prob.value(z)
+    prob.newton_system(z, F, prob.data_gradient(F))  # computes and keeps the data Hessian
+    # one group gets a face row, one leaves
+    changed = torch.zeros(len(support), dtype=torch.bool)
+    changed[0] = True
+    prob.faces[0, 0] = 3
+    keep = torch.ones(len(support), dtype=torch.bool)
+    keep[1] = False
+    new, _ = prob.restrict(keep, changed, u)
+    fresh = (new.J.T @ new.J) * new.same_output
+    scale = float(fresh.abs().max())
+    np.testing.assert_allclose(new.data_hessian.numpy(), fresh.numpy(), rtol=0, atol=1e-12 * scale)
+    assert len(new.support) == len(support) - 1

@@ -368,8 +368,10 @@ def _polish_due(settings, state, X, faces) -> bool:
 def _polish(maps, X, faces, beta, objective, gap, state, settings):
     """Polish ``X`` (:func:`~convexbn.solvers.torch.polish.polish_support`) and check the gap there.
 
-    Returns ``(X, faces, objective)`` of the polished point when its objective is lower and it is in the
-    cones (its check goes into ``state["history"]``), else None. Schedules the next polish: two checks
+    Returns ``(X, faces, objective)`` of the polished point when it is in the cones, its objective is lower
+    than the iterate's, and either its own relative gap is lower too or it lowers the objective more than
+    FISTA's last five checks did (a barely better point is not worth FISTA's momentum); else None. The
+    polished point's bound goes into ``state["history"]`` either way. Schedules the next polish: two checks
     on when the polish at least halved the relative gap (FISTA goes on from a point near the optimum,
     whose faces settle fast), else after a wait that doubles each time (from five checks)."""
     result = polish_support(maps, X, faces, beta)
@@ -379,8 +381,15 @@ def _polish(maps, X, faces, beta, objective, gap, state, settings):
     if not result.objective < objective or not _in_cones(maps, result.X):
         return None
     new_objective, lower = duality_gap(maps, result.X, beta, result.faces)
-    state["history"].append((state["it"], new_objective, lower))
-    if new_objective - lower <= 0.5 * gap * abs(new_objective):
+    own_gap = (objective - state["history"][-1][2]) / max(abs(objective), 1e-300)  # this check's own
+    state["history"].append((state["it"], new_objective, lower))  # a valid bound either way
+    new_gap = (new_objective - lower) / max(abs(new_objective), 1e-300)
+    # worth FISTA's momentum: a better own gap, or more decrease than FISTA's last five checks made
+    recent = [value for _, value, _ in state["history"][-7:-1]]
+    progress = recent[0] - recent[-1] if len(recent) == 6 else math.inf
+    if not (new_gap < own_gap or objective - new_objective > progress):
+        return None
+    if new_gap <= 0.5 * gap:
         state["polish_next"] = state["it"] + 2 * settings.check_every
     return result.X, result.faces, new_objective
 

@@ -107,8 +107,8 @@ class _Restricted:
         maps, (Vh, rank) = self.maps, self.spaces
         k = Vh.shape[-1]
         free = torch.arange(k, device=rank.device)[None, :] >= rank[:, None]  # (s, k)
-        self.owner, col = torch.where(free)
-        self.basis = Vh[self.owner, col]  # (M, k): each column's direction in R^k
+        self.owner, self.col = torch.where(free)
+        self.basis = Vh[self.owner, self.col]  # (M, k): each column's direction in R^k
         self.col_output = self.outputs[self.owner]
         J = maps.Up @ self.basis.T  # (n, M)
         J *= maps.mask[:, self.patterns[self.owner]] * self.sign[self.owner]
@@ -132,7 +132,28 @@ class _Restricted:
             return None, u[keep]
         prob = _Restricted(self.maps, self.shape, self.support[keep], self.faces[keep], self.beta,
                            (Vh[keep], rank[keep]))  # fmt: skip
+        if self.data_hessian is not None and self.maps.loss.quadratic:
+            prob.data_hessian = self._carried_hessian(prob, keep, changed)
         return prob, prob.to_u(prob.to_z(u[keep]))
+
+    def _carried_hessian(self, new, keep, changed):
+        """``new``'s data Hessian (a quadratic loss's), its blocks between unchanged groups taken from this
+        problem's (their columns are the same), the changed groups' rows and columns computed."""
+        k = self.basis.shape[1]
+        table = torch.full((len(self.support), k), -1, dtype=torch.long, device=self.owner.device)
+        table[self.owner, self.col] = torch.arange(len(self.owner), device=self.owner.device)
+        old_group = torch.where(keep)[0][new.owner]  # each new column's group in this problem
+        old_col = torch.where(changed[old_group], -1, table[old_group, new.col])
+        reused = old_col >= 0
+        H = torch.empty((len(new.owner), len(new.owner)), dtype=new.J.dtype, device=new.J.device)
+        kept = torch.where(reused)[0]
+        H[kept[:, None], kept[None, :]] = self.data_hessian[old_col[kept][:, None], old_col[kept][None, :]]
+        fresh = torch.where(~reused)[0]
+        if fresh.numel():
+            block = (new.J.T @ new.J[:, fresh]) * new.same_output[:, fresh]  # (M, f)
+            H[:, fresh] = block
+            H[fresh, :] = block.T
+        return H
 
     # --- between u (s, k) and z (M,) -----------------------------------------------------------------
     def to_z(self, u):
@@ -327,7 +348,7 @@ def _add_rows(faces, groups, rows):
     return changed
 
 
-def polish_support(maps, X, faces, beta: float, *, max_newton: int = 50, max_entering: int = 3,
+def polish_support(maps, X, faces, beta: float, *, max_newton: int = 100, max_entering: int = 3,
                    rtol: float = 1e-15) -> PolishResult:  # fmt: skip
     """Newton's method on ``X``'s support and faces (module docstring).
 
@@ -366,7 +387,10 @@ def polish_support(maps, X, faces, beta: float, *, max_newton: int = 50, max_ent
     u = flat[support]
     z = prob.to_z(u)
     value, F = prob.value(z)
+    best = (value, prob.support, prob.to_u(z), prob.faces.clone())
     while steps < max_newton:
+        if value < best[0]:
+            best = (value, prob.support, prob.to_u(z), prob.faces.clone())
         data_grad = prob.data_gradient(F)
         grad, H = prob.newton_system(z, F, data_grad)
         d = _solve_spd(H, -grad)
@@ -400,11 +424,14 @@ def polish_support(maps, X, faces, beta: float, *, max_newton: int = 50, max_ent
         prob, u = new
         z = prob.to_z(u)
         value, F = prob.value(z)
+    if prob is not None and value < best[0]:
+        best = (value, prob.support, prob.to_u(z), prob.faces.clone())
+    # the best point seen (the steps that guess faces need not descend)
+    _, kept, u, kept_faces = best
     out = torch.zeros_like(flat)
     faces[support] = -1
-    if prob is not None:
-        out[prob.support] = prob.to_u(z)
-        faces[prob.support] = prob.faces
+    out[kept] = u
+    faces[kept] = kept_faces
     Xp = out.reshape(shape)
     objective = maps.value(maps.predict(Xp)) + beta * float(out.norm(dim=1).sum())
     return PolishResult(Xp, faces, objective, steps, polish_size(Xp, faces))
