@@ -257,10 +257,14 @@ def test_convergence_warning_and_warm_start(iris):
 def test_float32_matches_float64(iris):
     X, _ = iris
     y = np.sin(2 * X[:, 0]) + X[:, 1]
-    f64 = ConvexBNRegressor(beta=1e-2, n_arrangements=20, random_state=0, solver="torch").fit(X, y)
-    f32 = ConvexBNRegressor(beta=1e-2, n_arrangements=20, random_state=0, solver="torch", dtype="float32")
-    f32.fit(X, y)
-    assert f32.objective_ == pytest.approx(f64.objective_, rel=1e-4)
+    # the same sampled patterns: one program, solved in both dtypes (a pattern search's path, and so the
+    # patterns it ends with, depends on every solve's rounding)
+    options = {"beta": 1e-2, "arrangements": "sample", "n_arrangements": 40, "random_state": 0,
+               "solver": "torch"}  # fmt: skip
+    f64 = ConvexBNRegressor(**options).fit(X, y)
+    f32 = ConvexBNRegressor(**options, dtype="float32").fit(X, y)
+    assert f32.n_arrangements_ == f64.n_arrangements_
+    assert f32.objective_ == pytest.approx(f64.objective_, rel=1e-5)
 
 
 def test_sgd_trained_network_is_not_below_the_convex_optimum():

@@ -197,11 +197,9 @@ class _Restricted:
         H += self.beta * self.same_group * (eye - unit[:, None] * unit[None, :]) / norms[:, None]
         return grad, H
 
-    def release_rows(self, F, u, rel_tol: float = 1e-6):
-        """At a stationary point of the restricted problem, the multipliers ``lambda >= 0`` of each face
-        (``grad_u f = sum_i lambda_i s_i U'_i`` on the face's rows, the normal cone of ``K_g``): the most
-        negative row of each group whose multipliers are not all ``>= -rel_tol beta / ||s_i U'_i||``
-        leaves the face (a primal active-set step). Returns the mask of groups whose faces changed."""
+    def multipliers(self, F, u):
+        """Each face's multipliers (``grad_u f = sum_i lambda_i s_i U'_i`` over the face's rows; the normal
+        cone of ``K_g`` asks ``lambda >= 0``), times ``||s_i U'_i||``: (s, k), ``inf`` on free slots."""
         maps = self.maps
         R = maps.loss.torch_grad(F, maps.Y)
         weights = maps.mask[:, self.patterns] * R[:, self.outputs]  # (n, s)
@@ -217,8 +215,13 @@ class _Restricted:
         if bool(singular.any()):
             pinv = torch.linalg.pinv(normals[singular].transpose(1, 2))
             lam[singular] = (pinv @ grad[singular, :, None])[:, :, 0]
-        scaled = torch.where(self.faces >= 0, lam * normals.norm(dim=2), torch.inf)
-        worst, slot = scaled.min(dim=1)
+        return torch.where(valid, lam * normals.norm(dim=2), torch.inf)
+
+    def release_rows(self, F, u, rel_tol: float = 1e-6):
+        """At a stationary point of the restricted problem: the most negative row of each group whose
+        :meth:`multipliers` are not all ``>= -rel_tol beta`` leaves the face (a primal active-set step).
+        Returns the mask of groups whose faces changed."""
+        worst, slot = self.multipliers(F, u).min(dim=1)
         release = worst < -rel_tol * self.beta
         rows = torch.where(release)[0]
         self.faces[rows, slot[rows]] = -1
