@@ -353,13 +353,28 @@ def _solve_fista(problem, settings: FistaSettings, warm_start=None, callback=Non
     return SolverResult(W_pos, W_neg, status, name, n_iter=state["it"], info=info)
 
 
+#: The largest fraction of the nonzero groups whose faces changed since the last check at which FISTA
+#: polishes (our choice, from ``bench_torch_vs_cvxpy``'s problem at summed beta 0.05-1; docs/solvers.md).
+POLISH_MAX_CHURN = 0.35
+
+
 def _polish_due(settings, state, X, faces) -> bool:
     """Whether to polish at this check: float64 iterates, the support's size the same as at the last
-    check, the restricted problem small enough, and the wait since the last polish over (it doubles after
-    each polish that does not certify)."""
+    check and at most :data:`POLISH_MAX_CHURN` of its groups' faces changed since then, the restricted
+    problem small enough, and the wait since the last polish over (it doubles after each polish that
+    does not certify)."""
     k = X.shape[-1]
-    count = int((X.reshape(-1, k).norm(dim=1) > 0).sum())
+    nonzero = X.reshape(-1, k).norm(dim=1) > 0
+    count = int(nonzero.sum())
     stable, state["support_count"] = count == state.get("support_count"), count
+    # and few faces still changing: a polish from faces far from their final rows costs many steps
+    seen = torch.sort(faces, dim=1).values
+    previous, state["faces_seen"] = state.get("faces_seen"), seen
+    if previous is None or previous.shape != seen.shape:
+        churn = count
+    else:
+        churn = int(((seen != previous).any(1) & nonzero).sum())
+    stable = stable and churn <= POLISH_MAX_CHURN * count
     return (settings.polish and X.dtype == torch.float64 and stable and count > 0
             and state["it"] >= state.get("polish_next", 0)
             and polish_size(X, faces) <= settings.polish_max_vars)  # fmt: skip
