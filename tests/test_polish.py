@@ -7,8 +7,9 @@ import torch
 from conftest import DATASETS, to_pm1
 
 from convexbn import ConvexBNProblem, bn_basis, get_loss, recover_network, sample_arrangements
-from convexbn.solvers.torch.fista import ExactMaps, _in_cones, duality_gap
+from convexbn.solvers.torch.fista import ExactMaps, duality_gap
 from convexbn.solvers.torch.polish import polish_size, polish_support
+from convexbn.solvers.torch.polish_schedule import in_cones
 from convexbn.solvers.torch.settings import FistaSettings
 
 
@@ -58,7 +59,7 @@ def test_polish_of_an_early_iterate_is_feasible_and_no_worse():
     before, _ = duality_gap(maps, start, problem.beta, faces)
     result = polish_support(maps, start, faces, problem.beta)
     assert result.objective <= before
-    assert _in_cones(maps, result.X)
+    assert in_cones(maps, result.X)
     assert result.variables == polish_size(result.X, result.faces)
     objective, lower = duality_gap(maps, result.X, problem.beta, result.faces)
     assert objective == pytest.approx(result.objective, rel=1e-12)

@@ -54,7 +54,7 @@ from .common import finished_groups, warm_start_arrays
 from .loop import IterationLoop
 from .numba_projection import kernel_load_seconds
 from .operators import GroupOperators
-from .polish import polish_size, polish_support
+from .polish_schedule import polish_due, try_polish
 from .projection import (
     ConeProjection,
     NumbaBasis,
@@ -294,18 +294,15 @@ def _solve_fista(problem, settings: FistaSettings, warm_start=None, callback=Non
             best = _best_bound(state["history"][state.get("bounds_from", 0) :])
             gap = (objective - best) / max(abs(objective), 1e-300)
             state["gap"] = gap
-            if gap > tol and _polish_due(settings, state, X, faces):
-                polished = _polish(maps, X, faces, beta, objective, gap, state, settings)
-                if polished is not None:
+            if gap > tol and polish_due(settings, state, X, faces):
+                polished = try_polish(maps, X, faces, objective, gap, state, settings,
+                                      lambda Xp, fp, maps=maps: duality_gap(maps, Xp, beta, fp))  # fmt: skip
+                if polished is not None:  # FISTA goes on from there, momentum restarted
                     X, faces, objective = polished
                     X_prev, F = X.clone(), maps.predict(X)
                     F_prev, t, prev_obj = F.clone(), 1.0, objective
-                    state["faces"] = faces
-                    if factors is not None:  # the torch projections' factors follow the faces
-                        patterns = torch.arange(len(faces), device=dev) % P
-                        normals = _gather_normals(maps.Up, maps.pattern_signs, patterns, faces)
-                        factors = (normals, _padded_gram_inverse(normals, faces >= 0))
-                        state["factors"] = factors
+                    factors = None if factors is None else _factors_of(maps, faces)
+                    state.update(faces=faces, factors=factors)
                     best = _best_bound(state["history"][state.get("bounds_from", 0) :])
                     gap = (objective - best) / max(abs(objective), 1e-300)
                     state["gap"] = gap
@@ -316,10 +313,7 @@ def _solve_fista(problem, settings: FistaSettings, warm_start=None, callback=Non
                 maps = ExactMaps(problem, dev, finish_dtype, memory_limit, projection)
                 X, X_prev = X.to(finish_dtype), X_prev.to(finish_dtype)
                 F, F_prev = maps.predict(X), maps.predict(X_prev)
-                if factors is not None:
-                    patterns = torch.arange(len(faces), device=dev) % P
-                    normals = _gather_normals(maps.Up, maps.pattern_signs, patterns, faces)
-                    factors = (normals, _padded_gram_inverse(normals, faces >= 0))
+                factors = None if factors is None else _factors_of(maps, faces)
                 slack = 10 * torch.finfo(finish_dtype).eps
                 state.update(finish_at=state["it"], bounds_from=len(state["history"]), factors=factors)
             if verbose and state["it"] % (10 * check_every) == 0:
@@ -353,72 +347,12 @@ def _solve_fista(problem, settings: FistaSettings, warm_start=None, callback=Non
     return SolverResult(W_pos, W_neg, status, name, n_iter=state["it"], info=info)
 
 
-#: The largest fraction of the nonzero groups whose faces changed since the last check at which FISTA
-#: polishes (our choice, from ``bench_torch_vs_cvxpy``'s problem at summed beta 0.05-1; docs/solvers.md).
-POLISH_MAX_CHURN = 0.35
-
-
-def _polish_due(settings, state, X, faces) -> bool:
-    """Whether to polish at this check: float64 iterates, the support's size the same as at the last
-    check and at most :data:`POLISH_MAX_CHURN` of its groups' faces changed since then, the restricted
-    problem small enough, and the wait since the last polish over (it doubles after each polish that
-    does not certify)."""
-    k = X.shape[-1]
-    nonzero = X.reshape(-1, k).norm(dim=1) > 0
-    count = int(nonzero.sum())
-    stable, state["support_count"] = count == state.get("support_count"), count
-    # and few faces still changing: a polish from faces far from their final rows costs many steps
-    seen = torch.sort(faces, dim=1).values
-    previous, state["faces_seen"] = state.get("faces_seen"), seen
-    if previous is None or previous.shape != seen.shape:
-        churn = count
-    else:
-        churn = int(((seen != previous).any(1) & nonzero).sum())
-    stable = stable and churn <= POLISH_MAX_CHURN * count
-    return (settings.polish and X.dtype == torch.float64 and stable and count > 0
-            and state["it"] >= state.get("polish_next", 0)
-            and polish_size(X, faces) <= settings.polish_max_vars)  # fmt: skip
-
-
-def _polish(maps, X, faces, beta, objective, gap, state, settings):
-    """Polish ``X`` (:func:`~convexbn.solvers.torch.polish.polish_support`) and check the gap there.
-
-    Returns ``(X, faces, objective)`` of the polished point when it is in the cones, its objective is lower
-    than the iterate's, and either its own relative gap is lower too or it lowers the objective more than
-    FISTA's last five checks did (a barely better point is not worth FISTA's momentum); else None. The
-    polished point's bound goes into ``state["history"]`` either way. Schedules the next polish: two checks
-    on when the polish at least halved the relative gap (FISTA goes on from a point near the optimum,
-    whose faces settle fast), else after a wait that doubles each time (from five checks)."""
-    result = polish_support(maps, X, faces, beta)
-    state["polished"] = state.get("polished", 0) + 1
-    wait = state.get("polish_wait", 5 * settings.check_every)
-    state["polish_next"], state["polish_wait"] = state["it"] + wait, 2 * wait
-    if not result.objective < objective or not _in_cones(maps, result.X):
-        return None
-    new_objective, lower = duality_gap(maps, result.X, beta, result.faces)
-    own_gap = (objective - state["history"][-1][2]) / max(abs(objective), 1e-300)  # this check's own
-    state["history"].append((state["it"], new_objective, lower))  # a valid bound either way
-    new_gap = (new_objective - lower) / max(abs(new_objective), 1e-300)
-    # worth FISTA's momentum: a better own gap, or more decrease than FISTA's last five checks made
-    recent = [value for _, value, _ in state["history"][-7:-1]]
-    progress = recent[0] - recent[-1] if len(recent) == 6 else math.inf
-    if not (new_gap < own_gap or objective - new_objective > progress):
-        return None
-    if new_gap <= 0.5 * gap:
-        state["polish_next"] = state["it"] + 2 * settings.check_every
-    return result.X, result.faces, new_objective
-
-
-def _in_cones(maps, X, rel_tol: float = 1e-10) -> bool:
-    """Whether every group of X (2, C, P, k) satisfies its cone's rows to ``rel_tol`` of
-    ``||U'_i|| ||u_g||``."""
-    flat = X.reshape(-1, X.shape[-1])
-    rows = torch.where(flat.norm(dim=1) > 0)[0]
-    if rows.numel() == 0:
-        return True
-    values = (maps.Up @ flat[rows].T) * maps.pattern_signs[rows % maps.n_patterns].T  # (n, s)
-    scale = maps.Up.norm(dim=1)[:, None] * flat[rows].norm(dim=1)[None, :]
-    return bool((values >= -rel_tol * scale).all())
+def _factors_of(maps, faces):
+    """The torch projections' warm-start factors (normals, padded inverse Gram matrices) for ``faces``,
+    from ``maps``'s rows of U' (in its dtype)."""
+    patterns = torch.arange(len(faces), device=faces.device) % maps.n_patterns
+    normals = _gather_normals(maps.Up, maps.pattern_signs, patterns, faces)
+    return normals, _padded_gram_inverse(normals, faces >= 0)
 
 
 def _best_bound(history) -> float:

@@ -29,7 +29,7 @@ Around the Newton steps, a primal active-set method on the faces and the support
 - the Newton steps themselves are Armijo-backtracked.
 
 The result is in the cones (to rounding) and usually far better than the start; the caller keeps it only
-when its objective is lower (:func:`convexbn.solvers.torch.fista._polish`), and only the duality gap at
+when it is better (:func:`convexbn.solvers.torch.polish_schedule.try_polish`), and only the duality gap at
 it (:func:`convexbn.solvers.torch.fista.duality_gap`) says whether it is optimal: a wrong guess of support
 or faces shows there as a gap that does not close, and FISTA goes on.
 """
