@@ -25,6 +25,12 @@ min(1, beta / max_g ||Pi_{K_g}(-grad_g f)||)`` and the lower bound ``-L*(s R)`` 
 (each is valid). The solve stops when
 ``(objective - bound) <= tol * |objective|``; the final gap is reported in ``info``.
 
+Newton polish (``polish=True``, the default): at checks where the support has settled, the program
+restricted to the iterate's support and faces is solved by Newton's method
+(:mod:`convexbn.solvers.torch.polish`; when, and what FISTA keeps:
+:mod:`convexbn.solvers.torch.polish_schedule`); the polished point's gap is one more check, and FISTA goes
+on from it when it is better.
+
 Mixed precision: a float32 gap stalls near ``sqrt(eps_float32)`` (the dual point's error is about the
 square root of the objective's), so by default a float32 solve whose gap stalls above ``tol`` goes on in
 float64 from where it is (``finish_dtype``); only the float64 checks' bounds certify the result.
