@@ -77,9 +77,14 @@ def test_polish_on_several_outputs_matches_plain_fista():
     assert polished.objective == pytest.approx(plain.objective, rel=2e-7)
 
 
-def test_polish_is_skipped_over_its_size_limit():
+def test_polish_is_skipped_over_its_size_and_memory_limits():
     _, _, problem = _weak_problem()
+    assert problem.solve("torch", tol=1e-6).info["polished"] >= 1
     sol = problem.solve("torch", tol=1e-6, polish_max_vars=1)
+    assert sol.info["polished"] == 0
+    assert sol.info["relative_gap"] <= 1e-6
+    # an n x M Jacobian (and temporaries) over memory_limit: n = 100 samples, M >= 1 variable, 4 x 8 bytes
+    sol = problem.solve("torch", tol=1e-6, memory_limit=4 * 8 * problem.n_samples - 1)
     assert sol.info["polished"] == 0
     assert sol.info["relative_gap"] <= 1e-6
 

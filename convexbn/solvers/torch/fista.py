@@ -300,7 +300,7 @@ def _solve_fista(problem, settings: FistaSettings, warm_start=None, callback=Non
             best = _best_bound(state["history"][state.get("bounds_from", 0) :])
             gap = (objective - best) / max(abs(objective), 1e-300)
             state["gap"] = gap
-            if gap > tol and polish_due(settings, state, X, faces):
+            if gap > tol and polish_due(settings, state, X, faces, maps.n):
                 polished = try_polish(maps, X, faces, objective, gap, state, settings,
                                       lambda Xp, fp, maps=maps: duality_gap(maps, Xp, beta, fp))  # fmt: skip
                 if polished is not None:  # FISTA goes on from there, momentum restarted

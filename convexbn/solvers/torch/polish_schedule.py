@@ -22,11 +22,12 @@ __all__ = ["POLISH_MAX_CHURN", "polish_due", "try_polish", "in_cones"]
 POLISH_MAX_CHURN = 0.35
 
 
-def polish_due(settings, state, X, faces) -> bool:
+def polish_due(settings, state, X, faces, n_samples: int) -> bool:
     """Whether to polish at this check: float64 iterates, the support's size the same as at the last
     check and at most :data:`POLISH_MAX_CHURN` of its groups' faces changed since then, the restricted
-    problem small enough, and the wait since the last polish over (it doubles after each polish that
-    does not certify)."""
+    problem small enough (at most ``polish_max_vars`` variables, and its ``n x M`` Jacobian with its
+    temporaries, about four of them, within ``memory_limit``), and the wait since the last polish over (it
+    doubles after each polish that does not certify)."""
     k = X.shape[-1]
     nonzero = X.reshape(-1, k).norm(dim=1) > 0
     count = int(nonzero.sum())
@@ -39,9 +40,12 @@ def polish_due(settings, state, X, faces) -> bool:
     else:
         churn = int(((seen != previous).any(1) & nonzero).sum())
     stable = stable and churn <= POLISH_MAX_CHURN * count
-    return (settings.polish and X.dtype == torch.float64 and stable and count > 0
-            and state["it"] >= state.get("polish_next", 0)
-            and polish_size(X, faces) <= settings.polish_max_vars)  # fmt: skip
+    if not (settings.polish and X.dtype == torch.float64 and stable and count > 0
+            and state["it"] >= state.get("polish_next", 0)):  # fmt: skip
+        return False
+    size = polish_size(X, faces)
+    fits = settings.memory_limit is None or 4 * n_samples * size * 8 <= settings.memory_limit
+    return size <= settings.polish_max_vars and fits
 
 
 def try_polish(maps, X, faces, objective, gap, state, settings, gap_at):

@@ -104,7 +104,8 @@ class FistaSettings(TorchSettings):
         The cone projections' implementation.
     polish : bool
         Newton polishing on the support and faces at the gap checks (:mod:`convexbn.solvers.torch.polish`;
-        float64 iterates, at most ``polish_max_vars`` variables).
+        float64 iterates, at most ``polish_max_vars`` variables, its ``n x M`` Jacobian and temporaries
+        within ``memory_limit``).
     polish_max_vars : int
         The largest restricted problem (``M`` variables, an ``M x M`` Hessian) a polish takes on.
     """
