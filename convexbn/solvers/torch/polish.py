@@ -42,7 +42,7 @@ import torch
 
 from .projection import _gather_normals
 
-__all__ = ["PolishResult", "polish_support", "polish_size"]
+__all__ = ["PolishResult", "polish_support", "polish_size", "cone_values"]
 
 
 @dataclass
@@ -79,6 +79,12 @@ def _null_spaces(maps, patterns, faces):
     return Vh, ((sv > 1e-10 * scale) & (sv > 0)).sum(1)
 
 
+def cone_values(maps, patterns, u):
+    """``s_i U'_i u_g`` (n, s) for the groups ``u`` (s, k) of the given patterns (s,): the rows of their
+    cones, nonnegative inside them."""
+    return (maps.Up @ u.T) * maps.pattern_signs[patterns].T
+
+
 def polish_size(X, faces) -> int:
     """``M``, the number of variables :func:`polish_support` would work with at ``X``: the dimensions
     of the null spaces of the nonzero groups' faces (a face of ``m`` independent rows leaves ``k - m``)."""
@@ -98,7 +104,6 @@ class _Restricted:
         self.patterns = support % P
         self.outputs = (support // P) % C
         self.sign = 1.0 - 2.0 * (support // (C * P)).to(maps.dtype)  # +1 for W_pos, -1 for W_neg
-        self.cone_signs = maps.pattern_signs[self.patterns].T  # (n, s): the cone rows are s_i U'_i
         self.spaces = _null_spaces(maps, self.patterns, faces) if spaces is None else spaces
         self.set_variables()
 
@@ -227,10 +232,6 @@ class _Restricted:
         self.faces[rows, slot[rows]] = -1
         return release
 
-    def cone_values(self, u):
-        """``s_i U'_i u_g`` for every row and group of the support: (n, s)."""
-        return (self.maps.Up @ u.T) * self.cone_signs
-
     def on_face(self):
         mark = torch.zeros((self.maps.n, len(self.support)), dtype=torch.bool, device=self.faces.device)
         rows, slots = torch.where(self.faces >= 0)
@@ -306,7 +307,7 @@ def _newton_step(prob, z, d, grad, slope, data_grad, value, everyone):
     beta = prob.beta
     u = prob.to_u(z)
     # the longest step that keeps every group in its cone (rows off its face only)
-    V, W = prob.cone_values(u), prob.cone_values(prob.to_u(d))
+    V, W = (cone_values(prob.maps, prob.patterns, v) for v in (u, prob.to_u(d)))
     decreasing = (W < 0) & ~prob.on_face()
     ratios = torch.where(decreasing, V.clamp_min(0) / (-W).clamp_min(torch.finfo(W.dtype).tiny), torch.inf)
     group_max, blocking_row = ratios.min(dim=0)
@@ -384,11 +385,9 @@ def polish_support(maps, X, faces, beta: float, *, max_newton: int = 100, max_en
     support = torch.where(flat.norm(dim=1) > 0)[0]
     steps = entering_rounds = 0
     if support.numel() == 0:
-        objective = maps.value(maps.predict(X))
-        return PolishResult(X, faces, objective, 0, 0)
+        return PolishResult(X, faces, maps.value(maps.predict(X)), 0, 0)
     prob = _Restricted(maps, shape, support, faces[support], beta)
-    u = flat[support]
-    z = prob.to_z(u)
+    z = prob.to_z(flat[support])
     value, F = prob.value(z)
     best = (value, prob.support, prob.to_u(z), prob.faces.clone())
     while steps < max_newton:

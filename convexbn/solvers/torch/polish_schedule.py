@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .polish import polish_size, polish_support
+from .polish import cone_values, polish_size, polish_support
 
 __all__ = ["POLISH_MAX_CHURN", "polish_due", "try_polish", "in_cones"]
 
@@ -44,7 +44,8 @@ def polish_due(settings, state, X, faces, n_samples: int) -> bool:
             and state["it"] >= state.get("polish_next", 0)):  # fmt: skip
         return False
     size = polish_size(X, faces)
-    fits = settings.memory_limit is None or 4 * n_samples * size * 8 <= settings.memory_limit
+    itemsize = torch.finfo(X.dtype).bits // 8
+    fits = settings.memory_limit is None or 4 * n_samples * size * itemsize <= settings.memory_limit
     return size <= settings.polish_max_vars and fits
 
 
@@ -86,6 +87,6 @@ def in_cones(maps, X, rel_tol: float = 1e-10) -> bool:
     rows = torch.where(flat.norm(dim=1) > 0)[0]
     if rows.numel() == 0:
         return True
-    values = (maps.Up @ flat[rows].T) * maps.pattern_signs[rows % maps.n_patterns].T  # (n, s)
+    values = cone_values(maps, rows % maps.n_patterns, flat[rows])  # (n, s)
     scale = maps.Up.norm(dim=1)[:, None] * flat[rows].norm(dim=1)[None, :]
     return bool((values >= -rel_tol * scale).all())
