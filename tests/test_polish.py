@@ -8,8 +8,9 @@ from conftest import DATASETS, to_pm1
 
 from convexbn import ConvexBNProblem, bn_basis, get_loss, recover_network, sample_arrangements
 from convexbn.solvers.torch.fista import ExactMaps, duality_gap
-from convexbn.solvers.torch.polish import polish_size, polish_support
+from convexbn.solvers.torch.polish import polish_support
 from convexbn.solvers.torch.polish_schedule import in_cones
+from convexbn.solvers.torch.restricted import polish_size
 from convexbn.solvers.torch.settings import FistaSettings
 
 
@@ -115,7 +116,7 @@ def test_hinge_has_no_hessian_and_bad_polish_settings():
 
 
 def test_restricted_problem_carries_the_data_hessian_of_unchanged_groups():
-    from convexbn.solvers.torch.polish import _Restricted
+    from convexbn.solvers.torch.restricted import RestrictedProblem
 
     _, _, problem = _weak_problem(n_out=2)
     sol = problem.solve("torch", polish=False, tol=1e-4)
@@ -125,7 +126,7 @@ def test_restricted_problem_carries_the_data_hessian_of_unchanged_groups():
     flat = X.reshape(-1, k)
     support = torch.where(flat.norm(dim=1) > 0)[0]
     faces = torch.full((len(support), k), -1, dtype=torch.long)
-    prob = _Restricted(maps, X.shape, support, faces, problem.beta)
+    prob = RestrictedProblem(maps, X.shape, support, faces, problem.beta)
     u = flat[support]
     z = prob.to_z(u)
     _, F = prob.value(z)
@@ -141,3 +142,34 @@ def test_restricted_problem_carries_the_data_hessian_of_unchanged_groups():
     scale = float(fresh.abs().max())
     np.testing.assert_allclose(new.data_hessian.numpy(), fresh.numpy(), rtol=0, atol=1e-12 * scale)
     assert len(new.support) == len(support) - 1
+    # the columns of J copied from the old problem equal a fresh build on the same groups and faces
+    rebuilt = RestrictedProblem(maps, X.shape, new.support, new.faces, problem.beta, new.spaces)
+    assert int((new.old_col >= 0).sum()) == len(new.owner) - (k - 1)  # all but the changed group's
+    atol = 1e-13 * float(rebuilt.J.abs().max())
+    np.testing.assert_allclose(new.J.numpy(), rebuilt.J.numpy(), rtol=0, atol=atol)
+    # and J is the data map on the null spaces: J z = the predictions of the groups u = B z
+    Xz = torch.zeros_like(flat)
+    Xz[new.support] = new.to_u(z_new := torch.randn(len(new.owner), dtype=torch.float64))
+    np.testing.assert_allclose(new.predict(z_new).numpy(), maps.predict(Xz.reshape(X.shape)).numpy(),
+                               rtol=0, atol=1e-12 * float(maps.predict(Xz.reshape(X.shape)).abs().max()))
+
+
+def test_null_spaces_with_independent_and_dependent_face_rows():
+    from convexbn.solvers.torch.restricted import _null_spaces
+
+    _, _, problem = _weak_problem(n_out=1)
+    maps = ExactMaps(problem, torch.device("cpu"), torch.float64)
+    k = maps.Up.shape[1]
+    faces = torch.full((3, k), -1, dtype=torch.long)
+    faces[0, :3] = torch.tensor([4, 9, 17])  # three independent rows
+    faces[1, [0, 2, 5]] = torch.tensor([4, 9, 4])  # a repeated row, slots not packed: rank 2
+    patterns = torch.tensor([0, 1, 2])
+    Vh, rank = _null_spaces(maps, patterns, faces)
+    assert rank.tolist() == [3, 2, 0]
+    for g in range(3):
+        rows = faces[g][faces[g] >= 0]
+        normals = maps.pattern_signs[patterns[g], rows][:, None] * maps.Up[rows]
+        basis = Vh[g, int(rank[g]) :]  # (k - rank, k)
+        np.testing.assert_allclose((basis @ basis.T).numpy(), np.eye(k - int(rank[g])), atol=1e-12)
+        if len(rows):
+            assert float((normals @ basis.T).abs().max()) <= 1e-12 * float(normals.abs().max())

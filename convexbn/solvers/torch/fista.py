@@ -97,6 +97,7 @@ class ExactMaps(GroupOperators):
                      if self.projection == "numba" and fits else None)  # fmt: skip
         # the cone of group g = (sign, output, pattern) depends on its pattern g % P only
         self.pattern_signs = self.signs.T.contiguous()  # (P, n)
+        self.pattern_mask = self.mask.T.contiguous()  # (P, n)
         self.n_patterns = problem.n_patterns
         itemsize = torch.finfo(dtype).bits // 8
         per_group = 5 * (self.n + 1) * itemsize

@@ -13,13 +13,22 @@ import math
 
 import torch
 
-from .polish import cone_values, polish_size, polish_support
+from .polish import polish_support
+from .restricted import cone_values, polish_size
 
-__all__ = ["POLISH_MAX_CHURN", "polish_due", "try_polish", "in_cones"]
+__all__ = ["POLISH_MAX_CHURN", "POLISH_COUNT_TOL", "POLISH_MAX_NEWTON", "polish_due", "try_polish",
+           "in_cones"]  # fmt: skip
 
 #: The largest fraction of the nonzero groups whose faces changed since the last check at which FISTA
 #: polishes (our choice, from ``bench_torch_vs_cvxpy``'s problem at summed beta 0.05-1; docs/solvers.md).
-POLISH_MAX_CHURN = 0.35
+POLISH_MAX_CHURN = 1.0
+
+#: The largest relative change of the number of nonzero groups since the last check at which FISTA
+#: polishes (our choice, measured with :data:`POLISH_MAX_CHURN`; docs/solvers.md).
+POLISH_COUNT_TOL = 0.02
+
+#: The Newton steps a polish may take (our choice, measured like :data:`POLISH_MAX_CHURN`).
+POLISH_MAX_NEWTON = 200
 
 
 def polish_due(settings, state, X, faces, n_samples: int) -> bool:
@@ -31,7 +40,8 @@ def polish_due(settings, state, X, faces, n_samples: int) -> bool:
     k = X.shape[-1]
     nonzero = X.reshape(-1, k).norm(dim=1) > 0
     count = int(nonzero.sum())
-    stable, state["support_count"] = count == state.get("support_count"), count
+    previous_count, state["support_count"] = state.get("support_count"), count
+    stable = previous_count is not None and abs(count - previous_count) <= POLISH_COUNT_TOL * count
     # and few faces still changing: a polish from faces far from their final rows costs many steps
     seen = torch.sort(faces, dim=1).values
     previous, state["faces_seen"] = state.get("faces_seen"), seen
@@ -40,8 +50,15 @@ def polish_due(settings, state, X, faces, n_samples: int) -> bool:
     else:
         churn = int(((seen != previous).any(1) & nonzero).sum())
     stable = stable and churn <= POLISH_MAX_CHURN * count
-    if not (settings.polish and X.dtype == torch.float64 and stable and count > 0
-            and state["it"] >= state.get("polish_next", 0)):  # fmt: skip
+    if not (stable and count > 0 and state["it"] >= state.get("polish_next", 0)):
+        return False
+    return polish_fits(settings, X, faces, n_samples)
+
+
+def polish_fits(settings, X, faces, n_samples: int) -> bool:
+    """Whether a polish of ``X`` is on and within its limits: float64 iterates, at most ``polish_max_vars``
+    restricted variables, and the ``n x M`` Jacobian with its temporaries within ``memory_limit``."""
+    if not (settings.polish and X.dtype == torch.float64):
         return False
     size = polish_size(X, faces)
     itemsize = torch.finfo(X.dtype).bits // 8
@@ -60,7 +77,7 @@ def try_polish(maps, X, faces, objective, gap, state, settings, gap_at):
     polished point's bound goes into ``state["history"]`` either way. Schedules the next polish: two checks
     on when the polish at least halved the relative gap (FISTA goes on from a point near the optimum,
     whose faces settle fast), else after a wait that doubles each time (from five checks)."""
-    result = polish_support(maps, X, faces, maps.beta)
+    result = polish_support(maps, X, faces, maps.beta, max_newton=POLISH_MAX_NEWTON)
     state["polished"] = state.get("polished", 0) + 1
     wait = state.get("polish_wait", 5 * settings.check_every)
     state["polish_next"], state["polish_wait"] = state["it"] + wait, 2 * wait
@@ -87,6 +104,7 @@ def in_cones(maps, X, rel_tol: float = 1e-10) -> bool:
     rows = torch.where(flat.norm(dim=1) > 0)[0]
     if rows.numel() == 0:
         return True
-    values = cone_values(maps, rows % maps.n_patterns, flat[rows])  # (n, s)
-    scale = maps.Up.norm(dim=1)[:, None] * flat[rows].norm(dim=1)[None, :]
+    values = cone_values(maps, rows % maps.n_patterns, flat[rows])  # (s, n)
+    scale = flat[rows].norm(dim=1)[:, None] * maps.Up.norm(dim=1)[None, :]
     return bool((values >= -rel_tol * scale).all())
+
