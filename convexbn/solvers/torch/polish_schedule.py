@@ -1,8 +1,9 @@
 """When FISTA polishes its iterate (:mod:`convexbn.solvers.torch.polish`) and which polished points it keeps.
 
 The polish is an accelerator: FISTA's certificate is unchanged, and a polish that fails costs its Newton
-steps. So FISTA polishes at a gap check only when the iterate's support has settled (the same number of
-nonzero groups as at the last check, and few faces still changing: :data:`POLISH_MAX_CHURN`), and after a
+steps. So FISTA polishes at a gap check only when the iterate's support has settled (the number of
+nonzero groups within :data:`POLISH_COUNT_TOL` of the last check's, and optionally few faces still
+changing: :data:`POLISH_MAX_CHURN`), for at most :data:`POLISH_MAX_NEWTON` Newton steps, and after a
 polish that does not certify it waits 5, 10, 20, ... checks. It keeps a polished point only when the
 point is in the cones and worth FISTA's momentum (docs/solvers.md, "Weak regularization").
 """
@@ -20,20 +21,22 @@ __all__ = ["POLISH_MAX_CHURN", "POLISH_COUNT_TOL", "POLISH_MAX_NEWTON", "polish_
            "in_cones"]  # fmt: skip
 
 #: The largest fraction of the nonzero groups whose faces changed since the last check at which FISTA
-#: polishes (our choice, from ``bench_torch_vs_cvxpy``'s problem at summed beta 0.05-1; docs/solvers.md).
+#: polishes: 1.0, no limit (our choice; 0.35 polished later and, with the cheaper Newton steps, was
+#: slower at summed beta 0.03-1 on ``bench_torch_vs_cvxpy``'s problem: docs/solvers.md, "When to polish").
 POLISH_MAX_CHURN = 1.0
 
 #: The largest relative change of the number of nonzero groups since the last check at which FISTA
-#: polishes (our choice, measured with :data:`POLISH_MAX_CHURN`; docs/solvers.md).
+#: polishes (our choice, measured with ``benchmarks/bench_polish_schedule.py``; docs/solvers.md).
 POLISH_COUNT_TOL = 0.02
 
-#: The Newton steps a polish may take (our choice, measured like :data:`POLISH_MAX_CHURN`).
+#: The Newton steps a polish may take (our choice, measured the same way).
 POLISH_MAX_NEWTON = 200
 
 
 def polish_due(settings, state, X, faces, n_samples: int) -> bool:
-    """Whether to polish at this check: float64 iterates, the support's size the same as at the last
-    check and at most :data:`POLISH_MAX_CHURN` of its groups' faces changed since then, the restricted
+    """Whether to polish at this check: float64 iterates, the support's size within
+    :data:`POLISH_COUNT_TOL` of the last check's and at most :data:`POLISH_MAX_CHURN` of its groups' faces
+    changed since then, the restricted
     problem small enough (at most ``polish_max_vars`` variables, and its ``n x M`` Jacobian with its
     temporaries, about four of them, within ``memory_limit``), and the wait since the last polish over (it
     doubles after each polish that does not certify)."""
