@@ -143,12 +143,11 @@ class _Step:
     F: torch.Tensor
 
 
-def _newton_step(prob, z, d, grad, slope, data_grad, value, everyone):
-    """One step along the Newton direction ``d``, kept in the cones. Returns a :class:`_Step` (same
-    faces), ``(problem, u)`` after a change of faces or support (:meth:`RestrictedProblem.restrict`), or
-    None (no decrease found)."""
+def _newton_step(prob, z, u, d, grad, data_grad, value, everyone):
+    """One step from ``z`` (``u = prob.to_u(z)``) along the Newton direction ``d``, kept in the cones.
+    Returns a :class:`_Step` (same faces), ``(problem, u)`` after a change of faces or support
+    (:meth:`RestrictedProblem.restrict`), or None (no decrease found)."""
     beta = prob.beta
-    u = prob.to_u(z)
     # the longest step that keeps every group in its cone (rows off its face only)
     V, W = prob.cone_values(u), prob.cone_values(prob.to_u(d))  # (s, n), fresh: changed in place
     rate = W.neg_().masked_fill_(prob.on_face(), 0.0)  # how fast each row off the face falls
@@ -158,7 +157,8 @@ def _newton_step(prob, z, d, grad, slope, data_grad, value, everyone):
     # each other group's step is cut where it meets a new row (then the row joins its face)
     stuck = group_max <= 0
     cut = group_max.clamp(0.0, 1.0)[prob.owner]
-    direction, cut_slope = d * cut, float(grad @ (d * cut))
+    direction = d * cut
+    cut_slope = float(grad @ direction)
     if not cut_slope < 0:
         # no descent that way: guess that every row the Newton step meets belongs to its face (a wrong
         # guess leaves again through its multiplier's sign); each group moves to its blocking row, so
@@ -243,7 +243,7 @@ def polish_support(maps, X, faces, beta: float, *, max_newton: int = 100, max_en
         u = prob.to_u(z)
         everyone = torch.ones(len(prob.support), dtype=torch.bool, device=u.device)
         converged = not slope < 0 or -0.5 * slope <= rtol * abs(value)
-        released = None
+        new = None
         if converged or -0.5 * slope <= RELEASE_TOL * abs(value):
             # (nearly) stationary on these faces: a row whose multiplier has the wrong sign leaves its
             # face; then zero groups whose dual value exceeds beta join the support
@@ -255,10 +255,8 @@ def polish_support(maps, X, faces, beta: float, *, max_newton: int = 100, max_en
                 new = grown
             elif converged:
                 break
-            else:
-                released = None
-        if released is None:
-            new = _newton_step(prob, z, d, grad, slope, data_grad, value, everyone)
+        if new is None:
+            new = _newton_step(prob, z, u, d, grad, data_grad, value, everyone)
             if new is None:
                 break
             if not isinstance(new, tuple):  # a step on the same faces

@@ -53,15 +53,8 @@ def polish_due(settings, state, X, faces, n_samples: int) -> bool:
     else:
         churn = int(((seen != previous).any(1) & nonzero).sum())
     stable = stable and churn <= POLISH_MAX_CHURN * count
-    if not (stable and count > 0 and state["it"] >= state.get("polish_next", 0)):
-        return False
-    return polish_fits(settings, X, faces, n_samples)
-
-
-def polish_fits(settings, X, faces, n_samples: int) -> bool:
-    """Whether a polish of ``X`` is on and within its limits: float64 iterates, at most ``polish_max_vars``
-    restricted variables, and the ``n x M`` Jacobian with its temporaries within ``memory_limit``."""
-    if not (settings.polish and X.dtype == torch.float64):
+    if not (settings.polish and X.dtype == torch.float64 and stable and count > 0
+            and state["it"] >= state.get("polish_next", 0)):  # fmt: skip
         return False
     size = polish_size(X, faces)
     itemsize = torch.finfo(X.dtype).bits // 8

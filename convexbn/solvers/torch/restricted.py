@@ -66,7 +66,6 @@ class RestrictedProblem:
     def __init__(self, maps, shape, support, faces, beta, spaces=None, previous=None):
         C, P = shape[1], shape[2]
         self.maps, self.shape, self.beta = maps, shape, beta
-        self.n_groups = shape[0] * shape[1] * shape[2]
         self.support, self.faces = support, faces
         self.patterns = support % P
         self.outputs = (support // P) % C
