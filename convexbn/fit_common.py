@@ -113,6 +113,17 @@ class SearchOptions:
     gap_tol : float or None
         Stop once the oracle's violating patterns lower the estimated dual bound by at most this fraction
         of the objective (:func:`convexbn.pattern_search.estimated_gap`).
+    shared_inner : {"auto", "atoms", "unit_neurons"}
+        The shared-neuron search's inner program (:func:`fit_shared`): ``"atoms"``, program (8a) on its
+        atoms by FISTA with exact cone projections (:mod:`convexbn.neuron_search`); ``"unit_neurons"``,
+        the output lasso over unit neurons with a local slide, without projections
+        (:mod:`convexbn.unit_neurons`); ``"auto"``: unit neurons for ``arrangements="search"`` on the
+        CPU with ``n k`` above :data:`convexbn.unit_neurons.UNIT_NEURONS_MIN_SIZE`, atoms otherwise
+        (small data, the exact oracle, given or sampled atoms, a GPU). Measured in docs/solvers.md, "The
+        shared-neuron search".
+    unit_gap_tol : float or None
+        ``gap_tol`` of the unit-neuron search, looser than the atoms' (its rounds improve the objective
+        slowly near the optimum; docs/solvers.md, "The shared-neuron search").
     """
 
     rounds: int = 10
@@ -122,8 +133,13 @@ class SearchOptions:
     n_starts: int = 200
     round_tol: float | None = 3e-3
     gap_tol: float | None = 3e-4
+    shared_inner: str = "auto"
+    unit_gap_tol: float | None = 3e-3
 
     def __post_init__(self):
+        check_choice(self.shared_inner, "shared_inner", ("auto", "atoms", "unit_neurons"))
+        if self.unit_gap_tol is not None:
+            check_positive(self.unit_gap_tol, "unit_gap_tol")
         check_positive_int(self.rounds + 1, "rounds + 1")
         if self.shared_rounds is not None:
             check_positive_int(self.shared_rounds + 1, "shared_rounds + 1")

@@ -1,5 +1,6 @@
-"""The fit core for shared neurons (docs/math.md section 8): the column generation over atoms of
-:mod:`convexbn.neuron_search` behind :func:`fit_shared`, its critical ``beta`` and its warnings.
+"""The fit core for shared neurons (docs/math.md section 8): the column generation over unit neurons of
+:mod:`convexbn.unit_neurons` (the search's default) or over atoms of :mod:`convexbn.neuron_search` behind
+:func:`fit_shared`, its critical ``beta`` and its warnings.
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ def fit_shared(
     """Fit the shared-neuron network of ``C`` outputs: program (8a) with its atoms grown by the oracle.
 
     The vector-output counterpart of :func:`fit_convex_bn` (docs/math.md section 8): one program whose
-    hidden neurons feed every output, solved by :func:`convexbn.neuron_search.search_shared_neurons`.
-    ``arrangements``: ``"search"`` grows the atoms from none by the ascent oracle; ``"enumerate"`` (and
+    hidden neurons feed every output. ``arrangements``: ``"search"`` grows unit neurons from none by the
+    ascent oracle (:func:`convexbn.unit_neurons.search_unit_neurons`, no cone projections; with
+    ``search.shared_inner="atoms"``, atoms by :func:`convexbn.neuron_search.search_shared_neurons`, as
+    on a GPU); ``"enumerate"`` (and
     ``"auto"`` when the Cover bound is at most :data:`AUTO_ENUMERATE_MAX` and the exact oracle's face
     count is affordable) uses the exact oracle over every pattern, so the result is certified;
     ``"sample"`` / an :class:`Arrangements` fixes the atoms to the patterns with the ``2 C`` directions
@@ -84,16 +87,18 @@ def fit_shared(
     -------
     ConvexFit
         With one program (a :class:`ProgramFit` whose solution is a
-        :class:`~convexbn.shared_problem.SharedSolution`), ``solver="torch"`` (its FISTA) and
-        ``info["neurons"] = "shared"``. The certified ``lower_bound`` is exact with the exact oracle,
-        else the universal bound of :func:`convexbn.shared_problem.universal_shared_value`; the estimated
-        one uses the best violation the ascent oracle found (not a certificate).
+        :class:`~convexbn.shared_problem.SharedSolution`), ``solver="torch"`` and ``info`` with
+        ``"neurons": "shared"`` and ``"shared_inner"`` (``"unit_neurons"`` or ``"atoms"``, the inner
+        program that ``search.shared_inner`` chose). The certified ``lower_bound`` is exact with the exact
+        oracle, else the universal bound of :func:`convexbn.shared_problem.universal_shared_value`; the
+        estimated one uses the best violation the ascent oracle found (not a certificate).
     """
     from math import comb
 
     from .neuron_search import EXACT_ORACLE_MAX_FACES, search_shared_neurons
     from .recovery import recover_shared_network
     from .shared_problem import SharedAtoms, universal_shared_value
+    from .unit_neurons import UNIT_LASSO_TOL, UNIT_NEURONS_MIN_SIZE, live_dual_values, search_unit_neurons
 
     start = time.perf_counter() if start is None else start
     lossf = get_loss(loss)
@@ -160,19 +165,37 @@ def fit_shared(
         rounds = max(rounds, EXACT_SHARED_ROUNDS)
         final_tol = min(final_tol, tol / 3)
         round_tol, gap_tol = final_tol, tol / 3
+    inner = search.shared_inner
+    on_cpu = str(shared_opts.get("device", "cpu")) == "cpu"
+    if inner == "auto":  # (the unit neurons' solves run on the CPU; FISTA on the atoms takes a device)
+        inner = "unit_neurons" if method == "search" and on_cpu and n * k > UNIT_NEURONS_MIN_SIZE else "atoms"
+    if inner == "unit_neurons" and (method != "search" or not on_cpu):
+        raise ValueError(f"shared_inner='unit_neurons' grows its neurons by the search, on the CPU; it does "
+                         f"not take arrangements={method!r} or device={shared_opts.get('device', 'cpu')!r} "
+                         f"(use shared_inner='atoms')")  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SolverWarning)
-        solution, history, oracle = search_shared_neurons(
-            basis, Y, beta, loss=lossf.name, atoms=atoms, warm_start=W0, rounds=rounds,
-            max_new=search.max_new, n_starts=max(search.n_starts, 1) * 5 // 2, tol=final_tol,
-            round_tol=round_tol, gap_tol=gap_tol, time_limit=search.time_limit,
-            exact_patterns=exact_patterns, random_state=seed, solver_options=shared_opts,
-        )  # fmt: skip
+        if inner == "unit_neurons":
+            solution, history, oracle = search_unit_neurons(
+                basis, Y, beta, loss=lossf.name, warm=None if atoms is None else (atoms, W0), rounds=rounds,
+                max_new=search.max_new, n_starts=max(search.n_starts, 1) * 5 // 2,
+                tol=UNIT_LASSO_TOL if tol_solve is None else tol_solve, gap_tol=search.unit_gap_tol,
+                time_limit=search.time_limit, random_state=seed,
+            )  # fmt: skip
+        else:
+            solution, history, oracle = search_shared_neurons(
+                basis, Y, beta, loss=lossf.name, atoms=atoms, warm_start=W0, rounds=rounds,
+                max_new=search.max_new, n_starts=max(search.n_starts, 1) * 5 // 2, tol=final_tol,
+                round_tol=round_tol, gap_tol=gap_tol, time_limit=search.time_limit,
+                exact_patterns=exact_patterns, random_state=seed, solver_options=shared_opts,
+            )  # fmt: skip
     network = recover_shared_network(solution)
     F = solution.predict_train()
     lam = -lossf.grad(F, Y)
     problem = solution.problem
-    own = float(problem.atom_dual_values(lam).max(initial=0.0))
+    # (the unit-neuron route's own values are its neurons' h(z): cone projections cost what it avoids)
+    own_values = live_dual_values(solution, lam) if inner == "unit_neurons" else problem.atom_dual_values(lam)
+    own = float(own_values.max(initial=0.0))
     found = max(own, oracle["value"])
     exact = bool(oracle["exact"])
     certified_value = found if exact else max(universal_shared_value(basis.Uprime, lam), found)
@@ -209,7 +232,7 @@ def fit_shared(
         n_arrangements=int(solution.atoms.n_atoms),
         n_violating=bounds["n_violating"],
         basis=basis,
-        info={"neurons": "shared"},
+        info={"neurons": "shared", "shared_inner": inner},
     )
 
 

@@ -1,0 +1,130 @@
+"""The shared program over unit neurons (convexbn.unit_neurons, docs/math.md section 8): its points are
+points of (8a) with the same objective, its search reaches the certified optimum of the exact oracle,
+its local slide never raises the objective, and ``"auto"`` takes it for wide inputs."""
+
+import numpy as np
+import pytest
+
+from convexbn import bn_basis, fit_convex_bn
+from convexbn.fit_common import SearchOptions
+from convexbn.losses import get_loss
+from convexbn.recovery import recover_shared_network
+from convexbn.unit_neurons import (
+    UNIT_NEURONS_MIN_SIZE,
+    search_unit_neurons,
+    slide_neurons,
+    unit_neuron_solution,
+)
+
+
+def tiny(d, n=12, C=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)), rng.standard_normal((n, C))
+
+
+def direct_objective(U, Y, Z, V, beta, loss="squared"):
+    F = np.maximum(U @ Z.T, 0) @ V
+    return get_loss(loss).value(F, Y) + beta * np.linalg.norm(V, axis=1).sum()
+
+
+def test_a_unit_neuron_point_is_a_point_of_8a_with_the_same_objective():
+    X, Y = tiny(3, n=30, seed=4)
+    basis = bn_basis(X)
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((5, basis.dim))
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+    V = rng.standard_normal((5, 3))
+    V[2] = 0.0  # a dead neuron is dropped
+    sol = unit_neuron_solution(basis, Y, Z, V, 0.4, get_loss("squared"), status="optimal",
+                               lower_bound=0.0, seconds=0.0, n_iter=0)  # fmt: skip
+    assert sol.W.shape == (4, basis.dim)
+    assert sol.constraint_violation == 0.0
+    expected = direct_objective(basis.Uprime, Y, Z, V, 0.4)
+    assert sol.objective == pytest.approx(expected, rel=1e-12)
+    # and the network recovered from it, by a plain forward pass of objective (3)
+    assert recover_shared_network(sol).objective(X, Y) == pytest.approx(expected, rel=1e-10)
+
+
+def test_slide_never_raises_the_objective_and_lowers_it_from_a_rough_start():
+    X, Y = tiny(3, n=40, seed=5)
+    U = bn_basis(X).Uprime
+    rng = np.random.default_rng(1)
+    Z = rng.standard_normal((4, U.shape[1]))
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+    V = 0.1 * rng.standard_normal((4, 3))
+    loss = get_loss("squared")
+    start = direct_objective(U, Y, Z, V, 0.2)
+    Z0, V0, same = slide_neurons(U, Y, Z, V, 0.2, loss, max_iter=0)
+    assert same == pytest.approx(start, rel=1e-14) and np.array_equal(Z0, Z) and np.array_equal(V0, V)
+    Z1, V1, value = slide_neurons(U, Y, Z, V, 0.2, loss, max_iter=30)
+    assert value < 0.9 * start
+    assert value == pytest.approx(direct_objective(U, Y, Z1, V1, 0.2), rel=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(Z1, axis=1), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_the_search_reaches_the_certified_optimum_of_the_exact_oracle(d):
+    X, Y = tiny(d)
+    certified = fit_convex_bn(X, [Y], 0.3, neurons="shared", random_state=0)
+    assert certified.method == "enumerate" and certified.certified
+    sol, history, oracle = search_unit_neurons(bn_basis(X), Y, 0.3, gap_tol=1e-7, rounds=40, tol=1e-8,
+                                               random_state=0)  # fmt: skip
+    # a real point: never below the certified lower bound; and the search gets within 1e-4 of the optimum
+    assert sol.objective >= certified.lower_bound - 1e-9 * abs(certified.lower_bound)
+    assert sol.objective == pytest.approx(certified.objective, rel=1e-4)
+    assert [h["objective"] for h in history][-1] == pytest.approx(sol.objective, rel=1e-12)
+    assert oracle["exact"] is False and oracle["value"] <= 0.3 * (1 + 1e-3)
+
+
+def test_a_warm_start_keeps_the_previous_objective():
+    X, Y = tiny(2, n=30, seed=3)
+    basis = bn_basis(X)
+    first, _, _ = search_unit_neurons(basis, Y, 0.5, rounds=5, random_state=0)
+    again, history, _ = search_unit_neurons(basis, Y, 0.5, rounds=0, warm=(first.atoms, first.W),
+                                            random_state=1)  # fmt: skip
+    # no round: only the output rows of the same neurons re-solved, from the previous point
+    assert len(history) == 1 and history[0]["n_added"] == 0
+    assert again.n_neurons <= first.n_neurons
+    assert again.objective <= first.objective * (1 + 1e-8)
+    assert again.objective >= first.objective * (1 - 1e-4)  # (both solved to the lasso's tol 1e-4)
+
+
+def test_auto_takes_unit_neurons_for_the_search_above_the_size_and_atoms_otherwise():
+    rng = np.random.default_rng(0)
+    n, d = 220, 140  # k = 141: FISTA's cone projections on (8a) would cost k^3 per atom and step
+    X = rng.standard_normal((n, d))
+    Y = np.where(rng.integers(0, 3, n)[:, None] == np.arange(3), 1.0, -1.0)
+    fit = fit_convex_bn(X, [Y], 5.0, loss="logistic", neurons="shared", random_state=0,
+                        search=SearchOptions(shared_rounds=3))  # fmt: skip
+    assert fit.info["shared_inner"] == "unit_neurons"
+    assert fit.programs[0].solution.solver == "torch-unit-neurons:cpu:float64"
+    bounds = fit.programs[0].bounds
+    assert bounds["equivalence_gap"] <= 1e-10
+    assert fit.lower_bound <= fit.estimated_lower_bound <= fit.objective
+    # the oracle starts from the live neurons, so it finds at least their own dual values
+    assert 0 < bounds["own_value"] <= bounds["found_value"] * (1 + 1e-9)
+    # the exact oracle (tiny data) and fixed atoms keep the atoms' program
+    Xs, Ys = tiny(2)
+    assert fit_convex_bn(Xs, [Ys], 0.3, neurons="shared", random_state=0).info["shared_inner"] == "atoms"
+    sampled = fit_convex_bn(X[:, :5], [Y], 5.0, loss="logistic", neurons="shared", arrangements="sample",
+                            random_state=0)  # fmt: skip
+    assert sampled.info["shared_inner"] == "atoms"
+    # small data (n k at most UNIT_NEURONS_MIN_SIZE): the atoms' search, which certifies tighter there
+    assert n * 6 <= UNIT_NEURONS_MIN_SIZE < n * 141
+    small = fit_convex_bn(X[:, :5], [Y], 5.0, loss="logistic", neurons="shared", arrangements="search",
+                          random_state=0, search=SearchOptions(shared_rounds=1))  # fmt: skip
+    assert small.info["shared_inner"] == "atoms"
+
+
+def test_bad_shared_inner_choices_name_the_problem():
+    with pytest.raises(ValueError, match="shared_inner"):
+        SearchOptions(shared_inner="neurons")
+    with pytest.raises(ValueError, match="unit_gap_tol"):
+        SearchOptions(unit_gap_tol=-1.0)
+    X, Y = tiny(2)
+    with pytest.raises(ValueError, match="arrangements='sample'"):
+        fit_convex_bn(X, [Y], 0.3, neurons="shared", arrangements="sample",
+                      search=SearchOptions(shared_inner="unit_neurons"))  # fmt: skip
+    with pytest.raises(ValueError, match="device='cuda'"):
+        fit_convex_bn(X, [Y], 0.3, neurons="shared", arrangements="search", solver_options={"device": "cuda"},
+                      search=SearchOptions(shared_inner="unit_neurons"))  # fmt: skip
