@@ -7,7 +7,10 @@ Cases (each in this process, in turn):
 * ``gated_hinge``: the gated hinge problem of ``tests/test_torch_solver.py`` (50 x 5 Gaussian data, 40
   patterns, beta 0.1, ``max_iter`` 100,000, ``hinge_mu_min`` 1e-7): the augmented-Lagrangian path;
 * ``admm_hinge``: the same data, exact program (ADMM);
-* ``fista_1000``: ``bench_torch_vs_cvxpy``'s n = 1000, d = 20, P = 200, beta 0.1, certified gap 1e-4 (FISTA).
+* ``fista_1000``: ``bench_torch_vs_cvxpy``'s n = 1000, d = 20, P = 200, beta 0.1, certified gap 1e-4 (FISTA);
+* ``shared_unit``: the shared-neuron search over unit neurons (numpy BLAS and torch) on
+  ``bench_shared_inner.py``'s images, PCA(20), n = 1000, 10 classes, logistic loss, summed beta 2
+  (``threads=`` of :func:`convexbn.unit_neurons.search_unit_neurons`).
 
 Each runs with the thread choice of the solver (``threads=None``: one thread below
 ``ONE_THREAD_MAX_WORK``) and with every core (``threads=os.cpu_count()``, what a torch solve did before for
@@ -54,7 +57,29 @@ def cases():
         "gated_hinge": (gated, {"max_iter": 100_000, "hinge_mu_min": 1e-7}),
         "admm_hinge": (exact, {"method": "admm"}),
         "fista_1000": (big, {"tol": 1e-4}),
+        "shared_unit": (SharedUnitCase(), {}),
     }
+
+
+class SharedUnitCase:
+    """The shared-neuron search over unit neurons as a case with ``solve("torch", threads=...)``."""
+
+    def __init__(self):
+        from bench_wide_inputs import digit_images
+        from sklearn.decomposition import PCA
+
+        X, y = digit_images(1000)
+        self.basis = bn_basis(PCA(20, random_state=0).fit_transform(X))
+        self.Y = np.where(y[:, None] == np.arange(10), 1.0, -1.0)
+
+    def solve(self, _backend, threads=None, **_options):
+        from types import SimpleNamespace
+
+        from convexbn.unit_neurons import search_unit_neurons
+
+        sol, history, _ = search_unit_neurons(self.basis, self.Y, 2.0, loss="logistic", threads=threads,
+                                              random_state=0)  # fmt: skip
+        return SimpleNamespace(objective=sol.objective, n_iter=len(history))
 
 
 def timed(problem, options, repeats) -> tuple[float, list, dict]:

@@ -38,9 +38,11 @@ from .losses import get_loss
 from .neuron_search import _values, ascent_neurons
 from .shared_problem import SharedAtoms, SharedOutputProblem, SharedSolution
 from .solvers.torch.shared_fista import _output_lasso_gap, solve_output_lasso
+from .solvers.torch.threads import ONE_THREAD_MAX_WORK, idle_cores, torch_threads
 
 __all__ = [
     "search_unit_neurons",
+    "unit_threads",
     "slide_neurons",
     "unit_neuron_solution",
     "live_dual_values",
@@ -63,6 +65,23 @@ UNIT_LASSO_TOL = 1e-4
 #: keeping the best iterates it visits above ``beta`` (as the atoms' search does in every round). Later
 #: rounds take each start's best only: topping them up the same way made the 784-feature fit slower.
 UNIT_MIN_NEW = 50
+
+
+def unit_threads(n: int, k: int, n_starts: int, threads: int | None = None) -> int:
+    """Threads of a unit-neuron search (BLAS for its numpy products, torch for its slide).
+
+    ``threads`` when given; else one thread when the oracle's product, ``n k n_starts``, is below
+    :data:`~convexbn.solvers.torch.threads.ONE_THREAD_MAX_WORK`, and above it torch's current count capped
+    by the idle cores, as :func:`~convexbn.solvers.torch.threads.threads_for` chooses for a torch solve
+    (docs/solvers.md, "Threads").
+    """
+    if threads is not None:
+        return int(threads)
+    current = torch.get_num_threads()
+    if current == 1 or n * k * max(n_starts, 1) < ONE_THREAD_MAX_WORK:
+        return 1
+    idle = idle_cores()
+    return current if idle is None else max(1, min(current, int(idle + 0.5)))
 
 
 def slide_neurons(
@@ -164,10 +183,11 @@ def search_unit_neurons(
     max_new: int | None = None,
     n_starts: int = 500,
     tol: float = UNIT_LASSO_TOL,
-    gap_tol: float | None = 1e-2,
+    gap_tol: float | None = 3e-3,
     stall_tol: float | None = 1e-5,
     time_limit: float | None = None,
     slide_steps: int = 50,
+    threads: int | None = None,
     random_state=None,
 ):
     """Program (8a) over unit neurons grown by the oracle of (8b), without cone projections (module
@@ -200,6 +220,8 @@ def search_unit_neurons(
         Seconds after which no new round starts.
     slide_steps : int
         L-BFGS iterations of :func:`slide_neurons` per round (0: off).
+    threads : int, optional
+        BLAS and torch threads inside the search (restored after); default :func:`unit_threads`.
     random_state : int, RandomState or None
 
     Returns
@@ -213,6 +235,17 @@ def search_unit_neurons(
     oracle : dict
         ``value`` (the best ``h`` found at the final point), ``exact`` (False), ``n_violating``.
     """
+    from threadpoolctl import threadpool_limits
+
+    count = unit_threads(*basis.Uprime.shape, n_starts, threads)
+    with torch_threads(count), threadpool_limits(count):
+        return _search(basis, Y, beta, loss, warm, rounds, max_new, n_starts, tol, gap_tol, stall_tol,
+                       time_limit, slide_steps, random_state)  # fmt: skip
+
+
+def _search(basis, Y, beta, loss, warm, rounds, max_new, n_starts, tol, gap_tol, stall_tol, time_limit,
+            slide_steps, random_state):  # fmt: skip
+    """The body of :func:`search_unit_neurons`, inside its thread limits."""
     start = time.perf_counter()
     rng = check_random_state(random_state)
     lossf = get_loss(loss)

@@ -4,16 +4,20 @@ its local slide never raises the objective, and ``"auto"`` takes it for wide inp
 
 import numpy as np
 import pytest
+import threadpoolctl
+import torch
 
 from convexbn import bn_basis, fit_convex_bn
 from convexbn.fit_common import SearchOptions
 from convexbn.losses import get_loss
 from convexbn.recovery import recover_shared_network
+from convexbn.solvers.torch.threads import ONE_THREAD_MAX_WORK
 from convexbn.unit_neurons import (
     UNIT_NEURONS_MIN_SIZE,
     search_unit_neurons,
     slide_neurons,
     unit_neuron_solution,
+    unit_threads,
 )
 
 
@@ -128,3 +132,14 @@ def test_bad_shared_inner_choices_name_the_problem():
     with pytest.raises(ValueError, match="device='cuda'"):
         fit_convex_bn(X, [Y], 0.3, neurons="shared", arrangements="search", solver_options={"device": "cuda"},
                       search=SearchOptions(shared_inner="unit_neurons"))  # fmt: skip
+
+
+def test_threads_are_chosen_by_size_and_restored_after():
+    assert 10 * 3 * 500 < ONE_THREAD_MAX_WORK and unit_threads(10, 3, 500) == 1
+    assert unit_threads(10_000, 100, 500, threads=3) == 3
+    assert 1 <= unit_threads(10_000, 100, 500) <= torch.get_num_threads()
+    before = (torch.get_num_threads(), [p["num_threads"] for p in threadpoolctl.threadpool_info()])
+    X, Y = tiny(2, n=30, seed=3)
+    sol, _, _ = search_unit_neurons(bn_basis(X), Y, 0.5, rounds=1, threads=1, random_state=0)
+    assert sol.n_neurons > 0
+    assert (torch.get_num_threads(), [p["num_threads"] for p in threadpoolctl.threadpool_info()]) == before
