@@ -38,7 +38,7 @@ from .losses import get_loss
 from .neuron_search import _values, ascent_neurons
 from .shared_problem import SharedAtoms, SharedOutputProblem, SharedSolution
 from .solvers.torch.shared_fista import _output_lasso_gap, solve_output_lasso
-from .solvers.torch.threads import ONE_THREAD_MAX_WORK, idle_cores, torch_threads
+from .solvers.torch.threads import threads_for_work, torch_threads
 
 __all__ = [
     "search_unit_neurons",
@@ -68,20 +68,10 @@ UNIT_MIN_NEW = 50
 
 
 def unit_threads(n: int, k: int, n_starts: int, threads: int | None = None) -> int:
-    """Threads of a unit-neuron search (BLAS for its numpy products, torch for its slide).
-
-    ``threads`` when given; else one thread when the oracle's product, ``n k n_starts``, is below
-    :data:`~convexbn.solvers.torch.threads.ONE_THREAD_MAX_WORK`, and above it torch's current count capped
-    by the idle cores, as :func:`~convexbn.solvers.torch.threads.threads_for` chooses for a torch solve
-    (docs/solvers.md, "Threads").
-    """
-    if threads is not None:
-        return int(threads)
-    current = torch.get_num_threads()
-    if current == 1 or n * k * max(n_starts, 1) < ONE_THREAD_MAX_WORK:
-        return 1
-    idle = idle_cores()
-    return current if idle is None else max(1, min(current, int(idle + 0.5)))
+    """Threads of a unit-neuron search (BLAS for its numpy products, torch for its slide): the torch
+    solvers' rule (:func:`~convexbn.solvers.torch.threads.threads_for_work`, docs/solvers.md, "Threads")
+    with the oracle's product, ``n k n_starts``, as the work."""
+    return threads_for_work(n * k * max(n_starts, 1), threads)
 
 
 def slide_neurons(
@@ -310,7 +300,7 @@ def _search(basis, Y, beta, loss, warm, rounds, max_new, n_starts, tol, gap_tol,
         objective, lasso_gap = _output_lasso_gap(A, Y, V, beta, lossf)
         live = np.linalg.norm(V, axis=1) > 0
         Z, V = Z[live], V[live]
-        _, (_, _, _, values), _ = ask(np.maximum(Uprime @ Z.T, 0.0) @ V, Z)
+        _, (_, _, _, values), _ = ask(A[:, live] @ V, Z)
         found = float(values[0]) if len(values) else 0.0
         history[-1]["objective"] = objective
     oracle = {"value": found, "exact": False, "n_violating": int((values > beta * (1 + 1e-9)).sum())}

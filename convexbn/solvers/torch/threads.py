@@ -18,7 +18,7 @@ import time
 
 import torch
 
-__all__ = ["ONE_THREAD_MAX_WORK", "idle_cores", "threads_for", "torch_threads"]
+__all__ = ["ONE_THREAD_MAX_WORK", "idle_cores", "threads_for", "threads_for_work", "torch_threads"]
 
 #: A CPU solve with fewer than this many ``C n P k`` per operator application runs on one thread.
 ONE_THREAD_MAX_WORK = 2_000_000
@@ -67,14 +67,20 @@ def idle_cores(sample_s: float = IDLE_SAMPLE_S) -> float | None:
 
 
 def threads_for(problem, settings) -> int:
-    """torch's threads for this solve: ``settings.threads`` when given; on a GPU the current count; on the
-    CPU 1 below :data:`ONE_THREAD_MAX_WORK` ``C n P k``, else the current count capped by the idle cores."""
-    current = torch.get_num_threads()
-    if settings.threads is not None:
-        return settings.threads
-    if torch.device(settings.device).type != "cpu" or current == 1:
-        return current
+    """torch's threads for this solve: :func:`threads_for_work` of its ``C n P k``."""
     work = problem.n_outputs * problem.n_samples * problem.n_patterns * problem.dim
+    return threads_for_work(work, settings.threads, settings.device)
+
+
+def threads_for_work(work: int, threads: int | None = None, device="cpu") -> int:
+    """Threads for a computation of ``work`` multiply-adds per step: ``threads`` when given; on a GPU the
+    current count; on the CPU 1 below :data:`ONE_THREAD_MAX_WORK`, else the current count capped by the
+    idle cores."""
+    current = torch.get_num_threads()
+    if threads is not None:
+        return int(threads)
+    if torch.device(device).type != "cpu" or current == 1:
+        return current
     if work < ONE_THREAD_MAX_WORK:
         return 1
     idle = idle_cores()
