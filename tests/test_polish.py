@@ -43,20 +43,28 @@ def test_polished_fista_certifies_the_clarabel_optimum(loss):
     assert recover_network(polished).objective(X, y) == pytest.approx(polished.objective, rel=1e-9)
 
 
-def test_polish_of_an_early_iterate_is_feasible_and_no_worse():
-    X, y, problem = _weak_problem(beta=0.02)
+def _early_iterate(problem, drop_half=False):
+    """FISTA's iterate after 300 iterations (optionally with every other nonzero group set to zero), its
+    faces (its rows at zero: FISTA keeps them, a direct call finds them) and the maps."""
     early = problem.solve("torch", polish=False, tol=1e-12, max_iter=300)
     maps = ExactMaps(problem, torch.device("cpu"), torch.float64)
     C, P, k = problem.n_outputs, problem.n_patterns, problem.dim
     start = torch.stack([torch.as_tensor(early.W_pos), torch.as_tensor(early.W_neg)])
-    # the faces of the start: its rows at zero (FISTA keeps them; a direct call finds them)
     flat = start.reshape(-1, k)
+    if drop_half:
+        flat[torch.where(flat.norm(dim=1) > 0)[0][::2]] = 0
     values = (maps.Up @ flat.T) * maps.pattern_signs[torch.arange(2 * C * P) % P].T
     scale = maps.Up.norm(dim=1)[:, None] * flat.norm(dim=1)[None, :]
     faces = torch.full((2 * C * P, k), -1, dtype=torch.long)
     for g in torch.where(flat.norm(dim=1) > 0)[0].tolist():
         rows = torch.where(values[:, g].abs() <= 1e-10 * scale[:, g])[0][: k - 1]
         faces[g, : len(rows)] = rows
+    return maps, start, faces
+
+
+def test_polish_of_an_early_iterate_is_feasible_and_no_worse():
+    X, y, problem = _weak_problem(beta=0.02)
+    maps, start, faces = _early_iterate(problem)
     before, _ = duality_gap(maps, start, problem.beta, faces)
     result = polish_support(maps, start, faces, problem.beta)
     assert result.objective <= before
@@ -68,6 +76,21 @@ def test_polish_of_an_early_iterate_is_feasible_and_no_worse():
     # from an iterate this close the Newton steps find the optimum: a certified tiny gap
     ref = problem.solve("clarabel")
     assert objective == pytest.approx(ref.objective, rel=1e-5)
+
+
+def test_the_polish_never_outgrows_max_vars():
+    # half of an iterate's support dropped: those groups enter the polish again, and M grows
+    X, y, problem = _weak_problem(beta=0.02)
+    maps, start, faces = _early_iterate(problem, drop_half=True)
+    before, _ = duality_gap(maps, start, problem.beta, faces)
+    size = polish_size(start, faces)
+    free = polish_support(maps, start, faces, problem.beta)
+    assert free.peak_variables > size + 10  # uncapped, the restricted problem grows
+    capped = polish_support(maps, start, faces, problem.beta, max_vars=size)
+    assert capped.peak_variables <= size
+    assert capped.objective < before and in_cones(maps, capped.X)
+    objective, _ = duality_gap(maps, capped.X, problem.beta, capped.faces)
+    assert objective == pytest.approx(capped.objective, rel=1e-12)
 
 
 def test_polish_on_several_outputs_matches_plain_fista():

@@ -99,6 +99,26 @@ def test_output_lasso_matches_cvxpy(loss):
     assert gap <= 1e-9
 
 
+@pytest.mark.parametrize("start", [1.0, 1 / 16, 1e-6])
+def test_output_lasso_backtracking_from_any_first_step_reaches_the_same_optimum(monkeypatch, start):
+    import convexbn.solvers.torch.shared_fista as SF
+
+    rng = np.random.default_rng(6)
+    A = np.maximum(rng.standard_normal((80, 15)), 0)
+    Y = np.eye(4)[rng.integers(0, 4, 80)]
+    lossf = get_loss("cross_entropy")
+    reference, ref_value, _ = solve_output_lasso(A, Y, 0.3, lossf, tol=1e-11, max_iter=200_000)
+    # start 1.0 without decay: the fixed step at the global bound, as before; 1e-6: far too long a first
+    # step, doubled back by the test
+    monkeypatch.setattr(SF, "LASSO_STEP_START", start)
+    monkeypatch.setattr(SF, "LASSO_STEP_DECAY", 1.0 if start == 1.0 else SF.LASSO_STEP_DECAY)
+    V, value, gap = solve_output_lasso(A, Y, 0.3, lossf, tol=1e-11, max_iter=200_000)
+    assert gap <= 1e-11
+    assert value == pytest.approx(ref_value, rel=1e-10)
+    assert value == pytest.approx(lossf.value(A @ V, Y) + 0.3 * np.linalg.norm(V, axis=1).sum(), rel=1e-12)
+    np.testing.assert_allclose(V, reference, atol=1e-4)
+
+
 @pytest.mark.parametrize("shape", [(60, 12), (10, 25)])  # fewer neurons than samples (Gram path), more
 def test_output_lasso_gram_path_matches_the_plain_path_and_cvxpy(shape):
     rng = np.random.default_rng(4)

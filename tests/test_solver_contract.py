@@ -198,6 +198,43 @@ def test_threads_follow_the_problem_size_the_idle_cores_and_the_callers_limits(m
         torch.set_num_threads(before)
 
 
+def test_a_solve_starts_on_one_thread_and_switches_once_the_idle_sample_is_due(monkeypatch):
+    from convexbn.solvers.torch import threads as T
+
+    readings = iter([(0.0, 0.0), (60.0, 100.0)])  # (idle + own, total) jiffies: 60% of 4 cores idle
+    monkeypatch.setattr(T, "_cpu_times", lambda: next(readings))
+    monkeypatch.setattr(T, "_last_sample", (-1e9, None))  # stale: a fresh sample is needed
+    clock = [100.0]
+    monkeypatch.setattr(T.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(T.os, "cpu_count", lambda: 4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        with T.solve_threads(10 * T.ONE_THREAD_MAX_WORK):
+            assert torch.get_num_threads() == 1  # no waiting for the sample
+            clock[0] += 0.5 * T.IDLE_SAMPLE_S
+            T.poll_threads()
+            assert torch.get_num_threads() == 1  # not due yet
+            clock[0] += T.IDLE_SAMPLE_S
+            T.poll_threads()
+            assert torch.get_num_threads() == 2  # 2.4 idle cores
+            T.poll_threads()  # chosen once; the sample is kept for the next solve
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 4
+        assert T._last_sample == (clock[0], 2.4)
+        with T.solve_threads(10 * T.ONE_THREAD_MAX_WORK):  # the sample is fresh: used at once
+            assert torch.get_num_threads() == 2
+        with T.solve_threads(T.ONE_THREAD_MAX_WORK // 2):  # small: one thread, nothing pending
+            assert torch.get_num_threads() == 1
+            T.poll_threads()
+            assert torch.get_num_threads() == 1
+        with T.solve_threads(10 * T.ONE_THREAD_MAX_WORK, threads=3):  # the caller's count
+            assert torch.get_num_threads() == 3
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_solve_restores_the_thread_count_and_the_idle_sample_is_a_core_count():
     rng = np.random.default_rng(3)
     X, y = rng.standard_normal((40, 3)), rng.standard_normal(40)

@@ -23,7 +23,7 @@ from .admm import solve_admm
 from .al import TorchSolverState, solve_al
 from .fista import solve_fista
 from .settings import SETTINGS, all_settings
-from .threads import ONE_THREAD_MAX_WORK, threads_for, torch_threads
+from .threads import ONE_THREAD_MAX_WORK, solve_threads, solve_work, threads_for
 
 __all__ = ["solve_torch", "choose_method", "threads_for", "METHODS", "FISTA_MAX_DIM", "ADMM_MAX_SAMPLES",
            "ONE_THREAD_MAX_WORK", "TorchSolverState"]  # fmt: skip
@@ -101,5 +101,5 @@ def solve_torch(problem, *, method: str = "auto", warm_start=None, callback=None
     if problem.formulation == "gated":
         method = "al"  # the gated relaxation: plain FISTA
     settings = made[method]
-    with torch_threads(threads_for(problem, settings)):
+    with solve_threads(solve_work(problem), settings.threads, settings.device):
         return _RUNNERS[method](problem, settings, warm_start, callback)

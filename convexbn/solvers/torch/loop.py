@@ -12,6 +12,7 @@ import torch
 
 from .checkpoint import StateSpec, load_checkpoint, problem_fingerprint, save_checkpoint
 from .settings import TorchSettings
+from .threads import poll_threads
 
 __all__ = ["IterationLoop"]
 
@@ -58,8 +59,10 @@ class IterationLoop:
             save_checkpoint(state, self.path, self.fingerprint)
 
     def tick(self, it: int, state) -> None:
-        """One iteration done (``it`` in all): the bar moves, and every ``checkpoint_every`` iterations
-        ``state()`` (a callable, so that nothing is built between checkpoints) is saved."""
+        """One iteration done (``it`` in all): the thread count is chosen when due, the bar moves, and
+        every ``checkpoint_every`` iterations ``state()`` (a callable, so that nothing is built between
+        checkpoints) is saved."""
+        poll_threads()  # the thread count, once the idle sample is due (threads.solve_threads)
         if self.bar is not None:
             self.bar.update(1)
         every = self.settings.checkpoint_every

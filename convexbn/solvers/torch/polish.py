@@ -66,6 +66,8 @@ class PolishResult:
         Newton steps taken (the blocked ones included).
     variables : int
         ``M``, the restricted problem's variables at the end.
+    peak_variables : int
+        The largest ``M`` of the restricted problems the polish built (at most ``max_vars``).
     """
 
     X: torch.Tensor
@@ -73,6 +75,7 @@ class PolishResult:
     objective: float
     newton_steps: int
     variables: int
+    peak_variables: int = 0
 
 
 #: The Newton decrement (relative to the objective) below which the faces' multipliers are checked and
@@ -193,7 +196,7 @@ def _add_rows(faces, groups, rows):
 
 
 def polish_support(maps, X, faces, beta: float, *, max_newton: int = 100, max_entering: int = 3,
-                   rtol: float = 1e-15) -> PolishResult:  # fmt: skip
+                   rtol: float = 1e-15, max_vars: int | None = None) -> PolishResult:  # fmt: skip
     """Newton's method on ``X``'s support and faces (module docstring).
 
     Parameters
@@ -214,6 +217,11 @@ def polish_support(maps, X, faces, beta: float, *, max_newton: int = 100, max_en
         gradient, with that projection's face.
     rtol : float
         Stop when the Newton decrement ``-grad^T d / 2`` is below ``rtol`` times the objective.
+    max_vars : int, optional
+        Stop (with the best point so far) before working on a restricted problem of more variables: rows
+        that leave their faces and groups that enter grow ``M``, and the Hessian is ``M x M`` (FISTA passes
+        ``polish_max_vars``; a per-output fit of 10-class digits grew one polish past 10,000 variables and
+        ran out of memory before this cap).
 
     Returns
     -------
@@ -227,6 +235,7 @@ def polish_support(maps, X, faces, beta: float, *, max_newton: int = 100, max_en
     if support.numel() == 0:
         return PolishResult(X, faces, maps.value(maps.predict(X)), 0, 0)
     prob = RestrictedProblem(maps, shape, support, faces[support], beta)
+    peak = len(prob.owner)
     z = prob.to_z(flat[support])
     value, F = prob.value(z)
     best = (value, prob.support, prob.to_u(z), prob.faces.clone())
@@ -266,6 +275,10 @@ def polish_support(maps, X, faces, beta: float, *, max_newton: int = 100, max_en
             prob = None
             break
         prob, u = new
+        if max_vars is not None and len(prob.owner) > max_vars:
+            prob = None  # over the budget: the best point so far (this iteration's is in `best`)
+            break
+        peak = max(peak, len(prob.owner))
         z = prob.to_z(u)
         value, F = prob.value(z)
     if prob is not None and value < best[0]:
@@ -278,4 +291,4 @@ def polish_support(maps, X, faces, beta: float, *, max_newton: int = 100, max_en
     faces[kept] = kept_faces
     Xp = out.reshape(shape)
     objective = maps.value(maps.predict(Xp)) + beta * float(out.norm(dim=1).sum())
-    return PolishResult(Xp, faces, objective, steps, polish_size(Xp, faces))
+    return PolishResult(Xp, faces, objective, steps, polish_size(Xp, faces), peak)

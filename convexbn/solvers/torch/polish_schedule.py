@@ -73,7 +73,8 @@ def try_polish(maps, X, faces, objective, gap, state, settings, gap_at):
     polished point's bound goes into ``state["history"]`` either way. Schedules the next polish: two checks
     on when the polish at least halved the relative gap (FISTA goes on from a point near the optimum,
     whose faces settle fast), else after a wait that doubles each time (from five checks)."""
-    result = polish_support(maps, X, faces, maps.beta, max_newton=POLISH_MAX_NEWTON)
+    result = polish_support(maps, X, faces, maps.beta, max_newton=POLISH_MAX_NEWTON,
+                            max_vars=settings.polish_max_vars)  # fmt: skip
     state["polished"] = state.get("polished", 0) + 1
     wait = state.get("polish_wait", 5 * settings.check_every)
     state["polish_next"], state["polish_wait"] = state["it"] + wait, 2 * wait

@@ -25,7 +25,13 @@ from ...shared_problem import SharedOutputProblem, SharedSolution
 from .common import check_device_dtype
 from .projection import NumbaBasis, ProjectionMemory, project_cones, resolve_projection_backend
 
-__all__ = ["solve_shared_fista", "solve_output_lasso"]
+__all__ = ["solve_shared_fista", "solve_output_lasso", "LASSO_STEP_START", "LASSO_STEP_DECAY"]
+
+#: The output lasso's first curvature estimate, as a fraction of the loss's global bound, for losses that
+#: are not quadratic (our choice: measured with ``benchmarks/bench_output_lasso.py``, docs/solvers.md).
+LASSO_STEP_START = 1 / 16
+#: Its estimate shrinks by this factor after each step (and doubles on a failed test), as FISTA's does.
+LASSO_STEP_DECAY = 0.9
 
 
 class _SharedMaps:
@@ -211,6 +217,14 @@ def solve_output_lasso(
     in ``R^C``. Stopped on the relative duality gap (dual point ``-grad L`` scaled by ``max_j
     ||A_j^T Lambda|| / beta``).
 
+    The step: for a quadratic loss ``1 / ||A||^2``, its curvature; for the others, a local estimate
+    from ``LASSO_STEP_START`` times the loss's global bound ``||A||^2 curvature``, shrunk by
+    ``LASSO_STEP_DECAY`` after each step and doubled when the step fails a sufficient-decrease test on
+    the loss's gradients (never above the bound). The global bound of the logistic and cross-entropy
+    losses holds where the predictions are undecided; once they are confident the curvature is far
+    smaller, and the fixed step was the slow part of the shared search (docs/solvers.md, "The
+    shared-neuron search").
+
     Parameters
     ----------
     A : ndarray of shape (n, m)
@@ -277,6 +291,10 @@ def solve_output_lasso(
 
     # FISTA with function-value restart; the images (A V or G V) of the last two iterates are kept: the
     # extrapolated point's image is their combination (the maps are linear)
+    L_max = L
+    backtrack = not loss.quadratic  # a quadratic loss's bound is its curvature; the others' is global only
+    if backtrack:
+        L = L_max * LASSO_STEP_START
     X, X_prev, t = V, V, 1.0
     I = image(X)
     I_prev, obj = I, value(X, I)
@@ -284,9 +302,28 @@ def solve_output_lasso(
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
         momentum = (t - 1) / t_next
         Yv = X + momentum * (X - X_prev)
-        Xn = _group_shrink(Yv - gradient(I + momentum * (I - I_prev)) / L, beta / L)
-        In = image(Xn)
+        Iy = I + momentum * (I - I_prev)
+        if backtrack:
+            grad_y = loss.grad(Iy, Y)
+            g = A.T @ grad_y
+        else:
+            g = gradient(Iy)
+        while True:
+            Xn = _group_shrink(Yv - g / L, beta / L)
+            In = image(Xn)
+            if not backtrack or L >= L_max:
+                break
+            # the loss is convex, so <grad f(Xn) - grad f(Yv), D> bounds f(Xn) - f(Yv) - <g, D>: the step
+            # is a descent step when it is at most L/2 ||D||^2. Computed from the predictions (A D = In -
+            # Iy), it loses no digits where f's own values would cancel
+            D = Xn - Yv
+            curvature = float(np.sum((loss.grad(In, Y) - grad_y) * (In - Iy)))
+            if curvature <= 0.5 * L * float(np.sum(D * D)):
+                break
+            L = min(2 * L, L_max)
         obj_n = value(Xn, In)
+        if backtrack:
+            L *= LASSO_STEP_DECAY  # the curvature where the iterates are now may be lower still
         if obj_n > obj:
             t_next = 1.0
         X_prev, X, t, obj = X, Xn, t_next, obj_n
