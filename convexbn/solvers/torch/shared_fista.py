@@ -251,7 +251,8 @@ def solve_output_lasso(
     def penalty(V):
         return beta * float(np.linalg.norm(V, axis=1).sum())
 
-    if loss.quadratic and m < A.shape[0]:
+    gram = loss.quadratic and m < A.shape[0]
+    if gram:
         # a quadratic loss with fewer neurons than samples: iterate on G = A^T A (m, m) and B = A^T Y only
         # (gradient G V - B, value 1/2 <V, G V> - <V, B> + 1/2 ||Y||^2, the gap's residual terms likewise);
         # a passing check is confirmed from the predictions A V (the expanded value loses digits when it is
@@ -286,9 +287,6 @@ def solve_output_lasso(
         def image(V):
             return A @ V
 
-        def gradient(F):
-            return A.T @ loss.grad(F, Y)
-
     # FISTA with function-value restart; the images (A V or G V) of the last two iterates are kept: the
     # extrapolated point's image is their combination (the maps are linear)
     L_max = L
@@ -303,11 +301,8 @@ def solve_output_lasso(
         momentum = (t - 1) / t_next
         Yv = X + momentum * (X - X_prev)
         Iy = I + momentum * (I - I_prev)
-        if backtrack:
-            grad_y = loss.grad(Iy, Y)
-            g = A.T @ grad_y
-        else:
-            g = gradient(Iy)
+        grad_y = None if gram else loss.grad(Iy, Y)  # on A: the loss's gradient, kept for the step's test
+        g = gradient(Iy) if gram else A.T @ grad_y
         while True:
             Xn = _group_shrink(Yv - g / L, beta / L)
             In = image(Xn)
