@@ -59,6 +59,8 @@ def main(argv=None):
                         help="solve_torch's rho_factor: the AL's initial penalty / Lipschitz estimate")
     parser.add_argument("--pyscnn", action="store_true",
                         help="then pyscnn's AL (defaults) on the same U', patterns and objective")
+    parser.add_argument("--gap-tol", type=float, default=None,
+                        help="the AL's gap_tol: stop on its certificate (then the script's own rule is off)")
     parser.add_argument("--max-iter", type=int, default=5000)
     parser.add_argument("--time-limit", type=float, default=2400.0)
     parser.add_argument("--peak-bandwidth", type=float, default=None, help="GB/s, for the GPU fraction")
@@ -107,6 +109,8 @@ def main(argv=None):
             print(f"  it {n_iter}: {elapsed:.0f} s, objective {obj:.8g}, rel change {change:.2e}, "
                   f"violation {viol:.1e}", flush=True)  # fmt: skip
         feasible = viol <= args.feas_tol
+        if args.gap_tol is not None:  # the solver stops on its certificate
+            return elapsed > args.time_limit
         return (change <= args.rel_change and feasible) or elapsed > args.time_limit
 
     if args.device.startswith("cuda"):
@@ -114,6 +118,7 @@ def main(argv=None):
     sol = problem.solve(
         "torch", method=args.method, dtype=args.dtype, device=args.device, max_iter=args.max_iter,
         feas_tol=args.feas_tol, rho_factor=args.rho_factor, callback=stop_rule,
+        **({} if args.gap_tol is None else {"gap_tol": args.gap_tol}),
     )  # fmt: skip
     row["solve_s"] = time.perf_counter() - start - spent[0]
     row["callback_s"] = spent[0]
@@ -128,6 +133,13 @@ def main(argv=None):
         stopped_by_time=bool(trace and trace[-1][1] > args.time_limit),
         peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     )
+    certificate = sol.info.get("certificate")  # the AL's: its answer projected onto the cones
+    if certificate is not None:
+        row.update(certified_objective=certificate.objective, certified_lower_bound=certificate.lower_bound,
+                   certified_relative_gap=certificate.relative_gap,
+                   certified_dual_ratio=certificate.max_dual_ratio, certificate_s=certificate.seconds,
+                   gap_tol=args.gap_tol,
+                   certificate_history=[h for h in sol.info.get("history", []) if h[0] == "certificate"])
     n, P, k = args.n, row["P"], row["k"]
     itemsize = 4 if args.dtype == "float32" else 8
     # the formula of convexbn.solvers.torch (C = 1)

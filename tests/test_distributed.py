@@ -52,7 +52,8 @@ def single():
     X, y = _data()
     basis = bn_basis(X)
     arrangements = sample_arrangements(basis, P, random_state=0)
-    solution = ConvexBNProblem(basis, arrangements, y, BETA).solve("torch", method="al")
+    # the AL's own point (a sharded solve cannot project it onto the cones over rows it does not hold)
+    solution = ConvexBNProblem(basis, arrangements, y, BETA).solve("torch", method="al", certify=False)
     assert solution.status == "optimal"
     return basis, arrangements, solution, recover_network(solution)
 
@@ -142,7 +143,7 @@ def test_cross_entropy_labels_encode_to_the_global_classes():
     problem = ConvexBNProblem(basis, arrangements, labels, BETA, "cross_entropy")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = problem.solve("torch", method="al", max_iter=300)
+        ref = problem.solve("torch", method="al", max_iter=300, certify=False)
     out = launch_local(_cross_entropy_worker, 2, threads=1)
     assert out[0][1] == ref.W_pos.shape == (3, problem.n_patterns, basis.dim)
     assert out[0][0] == pytest.approx(ref.objective, rel=1e-8)

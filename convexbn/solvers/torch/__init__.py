@@ -71,8 +71,9 @@ def solve_torch(problem, *, method: str = "auto", warm_start=None, callback=None
         for all;
         ``finish_dtype``, ``memory_limit``, ``projection``, ``check_every`` (FISTA); ``feas_tol``,
         ``max_outer``, ``rho``, ``rho_factor``, ``rho_growth``, ``inner_tol0``, ``rel_change``,
-        ``hinge_mu_min`` (AL); ``feas_tol``, ``rho``, ``relaxation``, ``adapt_rho``, ``check_every``
-        (ADMM). Every option is validated; one of another method than the one that runs is ignored.
+        ``hinge_mu_min``, ``certify``, ``gap_tol`` (AL); ``feas_tol``, ``rho``, ``relaxation``,
+        ``adapt_rho``, ``check_every`` (ADMM). Every option is validated; one of another method than the
+        one that runs is ignored.
 
     Returns
     -------

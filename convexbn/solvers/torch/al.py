@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import numpy as np
 import torch
 
 from ...exceptions import CheckpointError, SolverError
 from ..base import SolverResult
+from .al_certificate import certify_point, with_best_bound
 from .checkpoint import StateSpec
 from .common import cone_violation, warm_start_arrays
 from .loop import IterationLoop
@@ -228,7 +230,9 @@ def solve_al(problem, settings: ALSettings, warm_start=None, callback=None) -> S
     def report():
         return loop.report(state.total, state.X if state.phase == "main" and exact else state.X[:1])
 
-    status = "optimal"
+    status, final = "optimal", (None, None)
+    cert_clock = [time.perf_counter(), 0.0]  # when the last certificate ended, and what it cost
+    best_lower = [-math.inf]  # the best lower bound of the rounds' certificates
     while True:
         if state.phase == "gated":
             _fista_run(ops, state, exact=False, tol=tol, max_iter=max_iter, loop=loop, report=report,
@@ -264,16 +268,31 @@ def solve_al(problem, settings: ALSettings, warm_start=None, callback=None) -> S
             break
         violation = cone_violation(ops.signs, ops.pre, state.X, ops.reduce_max)
         state.history.append(("al", state.total, violation))
-        if settings.verbose:
-            print(f"AL round {state.outer}: iters {state.total}, violation {violation:.2e}, "
-                  f"rho {state.rho:.3g}, objective {_objective(ops, state.X, True):.10g}")  # fmt: skip
-        if violation <= feas_tol and converged:
-            break
-        if state.outer >= max_outer:
-            status = "optimal_inaccurate"
-            break
+        # the multipliers' next value, relu(Lambda - rho S Z): also those of the round's certificate
         Zs = torch.stack([ops.pre(state.X[0]), ops.pre(state.X[1])])
-        state.Lam = (state.Lam - state.rho * ops.signs * Zs).clamp_min(0)
+        Lam_next = (state.Lam - state.rho * ops.signs * Zs).clamp_min(0)
+        # a round's certificate (only with gap_tol) when the last one cost at most a tenth of the time since
+        due = settings.gap_tol is not None and time.perf_counter() - cert_clock[0] >= 10 * cert_clock[1]
+        feasible, certificate, seconds = (certify_point(ops, state.X, Lam_next, problem.Uprime) if due
+                                          else (None, None, 0))  # fmt: skip
+        if due:
+            cert_clock[:] = [time.perf_counter(), seconds]
+        if certificate is not None:  # gaps against the best bound of the rounds' certificates
+            certificate = with_best_bound(certificate, best_lower[0])
+            best_lower[0] = certificate.lower_bound
+            state.history.append(("certificate", state.total, certificate.relative_gap))
+        if settings.verbose:
+            gap = "" if certificate is None else f", certified gap {certificate.relative_gap:.2e}"
+            print(f"AL round {state.outer}: iters {state.total}, violation {violation:.2e}, "
+                  f"rho {state.rho:.3g}, objective {_objective(ops, state.X, True):.10g}{gap}")  # fmt: skip
+        certified = certificate is not None and certificate.relative_gap <= settings.gap_tol
+        if (violation <= feas_tol and converged) or certified or state.outer >= max_outer:
+            status = status if (violation <= feas_tol and converged) or certified else "optimal_inaccurate"
+            final = (feasible, certificate) if certificate is not None else (None, None)
+            break
+        del Zs, feasible, certificate
+        state.Lam = Lam_next
+        del Lam_next
         if violation > 0.5 * state.prev_violation:
             state.rho *= rho_growth
         state.prev_violation = violation
@@ -285,6 +304,17 @@ def solve_al(problem, settings: ALSettings, warm_start=None, callback=None) -> S
     loop.close()
     if state.phase == "gated":  # stopped inside the gated warm start: report it as the exact start
         state.X = torch.cat([state.X, torch.zeros_like(state.X)])
+    feasible, certificate = final if status == "optimal" else (None, None)
+    if exact and state.phase == "main" and status == "optimal" and certificate is None and settings.certify:
+        # the answer is the AL's point moved into the cones, with its certificate (al_certificate); a solve
+        # cut short keeps its own point (the move can collapse groups far outside: nothing is lost)
+        Zs = torch.stack([ops.pre(state.X[0]), ops.pre(state.X[1])])
+        feasible, certificate, _ = certify_point(
+            ops, state.X, (state.Lam - state.rho * ops.signs * Zs).clamp_min(0), problem.Uprime)
+        certificate = None if certificate is None else with_best_bound(certificate, best_lower[0])
+        del Zs
+    if feasible is not None:
+        state.X = feasible
     X = state.X.detach().to("cpu", torch.float64).numpy()
     if not np.all(np.isfinite(X)):
         raise SolverError("the torch solver diverged (non-finite iterates)")
@@ -295,6 +325,10 @@ def solve_al(problem, settings: ALSettings, warm_start=None, callback=None) -> S
         "rho": state.rho,
         "history": state.history,
         "lipschitz": state.L,
+        **({"certificate": certificate} if exact and settings.certify and ops.comm is None else {}),
+        # as FISTA reports them (convexbn.fit_common.program_bounds takes the bound)
+        **({} if certificate is None else {"lower_bound": certificate.lower_bound,
+                                           "relative_gap": certificate.relative_gap}),
         **({} if ops.comm is None else {"communication": ops.comm.stats()}),
     }
     name = f"torch:{ops.device.type}:{str(dtype).replace('torch.', '')}"

@@ -148,6 +148,20 @@ class ALSettings(TorchSettings):
         Inner stop on the best objective's relative change over 5 iterations (None: 10 eps of the dtype).
     hinge_mu_min : float
         Final smoothing of a nonsmooth loss.
+    certify : bool
+        Exact program, smooth loss, one process: return the AL's point moved into the cones, with its
+        duality-gap certificate ``info["certificate"]``
+        (:mod:`~convexbn.solvers.torch.al_certificate`), when the AL ended by its own rule (status
+        ``"optimal"``). A solve cut short (``max_iter``, a callback, ``max_outer``) or a point some group
+        of which cannot be moved: the AL's own point, and ``info["certificate"]`` is None (a point far
+        outside the cones can lose whole groups to the move). False: the AL's own point (in the cones to
+        ``feas_tol`` only), no certificate. A distributed solve returns its own point either way.
+    gap_tol : float or None
+        Also stop, at the end of an AL round, once that certificate has a relative gap at most this
+        (needs ``certify``). It is then computed at the end of a round when the last one took at most a
+        tenth of the time since (its projection costs a few iterations' work at small ``k``, tens at
+        ``k`` in the hundreds), and each gap is against the best lower bound of the rounds so far (each
+        bounds the same optimum). None: only the rule above.
     """
 
     feas_tol: float = 1e-7
@@ -158,10 +172,18 @@ class ALSettings(TorchSettings):
     inner_tol0: float = 1e-3
     rel_change: float | None = None
     hinge_mu_min: float = 1e-7
+    certify: bool = True
+    gap_tol: float | None = None
 
     def __post_init__(self):
         super().__post_init__()
         _check_feas_tol_and_rho(self)
+        if self.gap_tol is not None:
+            check_positive(self.gap_tol, "gap_tol")
+        if not isinstance(self.certify, bool):
+            raise ValueError(f"certify must be True or False, got {self.certify!r}")
+        if self.gap_tol is not None and not self.certify:
+            raise ValueError("gap_tol needs certify=True (the certificate is of the projected point)")
         _check_positive_real(self.rho_factor, "rho_factor")
 
 
