@@ -88,7 +88,8 @@ def project_onto_cones(
     are: the caller decides). ``Uprime``: the basis in float64 (n, k) (the problem's own; default ``ops``'s,
     whose float32 rounding of a float32 solve the rows would then be exact for)."""
     P, k = X.shape[2], X.shape[3]
-    Up = ops.Up.to(torch.float64) if Uprime is None else torch.as_tensor(Uprime, dtype=torch.float64)
+    Up = ops.Up if Uprime is None else torch.as_tensor(Uprime, device=ops.Up.device)
+    Up = Up.to(torch.float64)
     out = X.reshape(-1, k).to(torch.float64, copy=True)
     groups = torch.where(out.norm(dim=1) > 0)[0]
     pattern_signs = ops.signs.T.to(torch.float64)  # (P, n)
