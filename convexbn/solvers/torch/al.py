@@ -231,8 +231,8 @@ def solve_al(problem, settings: ALSettings, warm_start=None, callback=None) -> S
         return loop.report(state.total, state.X if state.phase == "main" and exact else state.X[:1])
 
     status, final = "optimal", (None, None)
-    cert_clock = [time.perf_counter(), 0.0]  # when the last certificate ended, and what it cost
-    best_lower = [-math.inf]  # the best lower bound of the rounds' certificates
+    cert_end, cert_cost = time.perf_counter(), 0.0  # when the last certificate ended, and what it cost
+    best_lower = -math.inf  # the best lower bound of the rounds' certificates
     while True:
         if state.phase == "gated":
             _fista_run(ops, state, exact=False, tol=tol, max_iter=max_iter, loop=loop, report=report,
@@ -272,14 +272,14 @@ def solve_al(problem, settings: ALSettings, warm_start=None, callback=None) -> S
         Zs = torch.stack([ops.pre(state.X[0]), ops.pre(state.X[1])])
         Lam_next = (state.Lam - state.rho * ops.signs * Zs).clamp_min(0)
         # a round's certificate (only with gap_tol) when the last one cost at most a tenth of the time since
-        due = settings.gap_tol is not None and time.perf_counter() - cert_clock[0] >= 10 * cert_clock[1]
+        due = settings.gap_tol is not None and time.perf_counter() - cert_end >= 10 * cert_cost
         feasible, certificate, seconds = (certify_point(ops, state.X, Lam_next, problem.Uprime) if due
                                           else (None, None, 0))  # fmt: skip
         if due:
-            cert_clock[:] = [time.perf_counter(), seconds]
+            cert_end, cert_cost = time.perf_counter(), seconds
         if certificate is not None:  # gaps against the best bound of the rounds' certificates
-            certificate = with_best_bound(certificate, best_lower[0])
-            best_lower[0] = certificate.lower_bound
+            certificate = with_best_bound(certificate, best_lower)
+            best_lower = certificate.lower_bound
             state.history.append(("certificate", state.total, certificate.relative_gap))
         if settings.verbose:
             gap = "" if certificate is None else f", certified gap {certificate.relative_gap:.2e}"
@@ -288,7 +288,7 @@ def solve_al(problem, settings: ALSettings, warm_start=None, callback=None) -> S
         certified = certificate is not None and certificate.relative_gap <= settings.gap_tol
         if (violation <= feas_tol and converged) or certified or state.outer >= max_outer:
             status = status if (violation <= feas_tol and converged) or certified else "optimal_inaccurate"
-            final = (feasible, certificate) if certificate is not None else (None, None)
+            final = (feasible, certificate)  # both None where there is no certificate
             break
         del Zs, feasible, certificate
         state.Lam = Lam_next
@@ -311,7 +311,7 @@ def solve_al(problem, settings: ALSettings, warm_start=None, callback=None) -> S
         Zs = torch.stack([ops.pre(state.X[0]), ops.pre(state.X[1])])
         feasible, certificate, _ = certify_point(
             ops, state.X, (state.Lam - state.rho * ops.signs * Zs).clamp_min(0), problem.Uprime)
-        certificate = None if certificate is None else with_best_bound(certificate, best_lower[0])
+        certificate = None if certificate is None else with_best_bound(certificate, best_lower)
         del Zs
     if feasible is not None:
         state.X = feasible
