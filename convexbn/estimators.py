@@ -98,6 +98,13 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
         ``[U (S/S_max)^t, 1/sqrt(n)]``, ``"top:k"`` / ``"tau:x"`` on the leading singular directions
         only. ``None``: the plain program. The network is still a BN network; ``equivalence_gap_`` then
         compares with the filter's weighted objective (:func:`convexbn.implicit_reg.implicit_objective`).
+    neurons : {"auto", "shared", "per_output"}, default="auto"
+        ``"shared"``: one network whose hidden neurons feed every output (program (8a), grown by its
+        oracle, :func:`convexbn.fit.fit_shared`). ``"per_output"``: one program (4) per output, networks
+        side by side. ``"auto"``: shared for several outputs (3+ classes) and for one output of an input
+        with ``rank + 1 > 128`` (where the shared program with one output is program (4) over every
+        pattern, searched without cone projections), when the loss is smooth, ``solver`` is ``"auto"`` or
+        ``"torch"`` and there is no ``implicit_reg``; per-output otherwise. ``neurons_`` says which.
 
     Attributes
     ----------
@@ -275,9 +282,11 @@ class ConvexBNRegressor(RegressorMixin, _ConvexBNBase):
     """Two-layer ReLU+BN network regressor trained to the global optimum of its convex reformulation,
     with the activation patterns grown by the dual oracle.
 
-    Squared loss; several target columns give one program per output (docs/math.md section 8), solved in
-    parallel with ``n_jobs``. Parameters and attributes are those of :class:`ConvexBNClassifier`
-    (``loss`` accepts only ``"squared"``; there is no ``classes_`` or ``predict_proba``).
+    Squared loss; several target columns give one network whose neurons feed every output
+    (``neurons="auto"``), or one program per output solved in parallel with ``n_jobs``
+    (``neurons="per_output"``; docs/math.md section 8). Parameters and attributes are those of
+    :class:`ConvexBNClassifier` (``loss`` accepts only ``"squared"``; there is no ``classes_`` or
+    ``predict_proba``).
 
     Examples
     --------

@@ -71,7 +71,7 @@ from .losses import get_loss
 from .network import concatenate_networks
 from .problem import ConvexBNProblem, SolverWarning
 from .recovery import recover_network
-from .solvers.base import AUTO_CVXPY_MAX_ROWS_NONSMOOTH
+from .solvers.base import AUTO_CVXPY_MAX_ROWS_NONSMOOTH, FISTA_MAX_DIM
 
 __all__ = [
     "ARRANGEMENT_METHODS",
@@ -207,10 +207,12 @@ def fit_convex_bn(
         ``"per_output"``: one program per target array, whose networks are placed side by side (each hidden
         neuron feeds the outputs of its own program; docs/math.md section 8). ``"shared"``: the target
         arrays' columns stacked into one ``(n, C)`` target and fitted by the shared-neuron program, whose
-        neurons feed every output (:func:`fit_shared`); a single output column is the scalar program
-        either way. ``"auto"``: shared for smooth losses with two or more output columns, no spectral
-        filter and ``solver`` ``"auto"`` or ``"torch"`` (the shared program's only solver is the torch
-        FISTA of :mod:`convexbn.solvers.torch.shared_fista`); per-output otherwise.
+        neurons feed every output (:func:`fit_shared`); with one output column that program is program (4)
+        over every pattern (docs/math.md section 8). ``"auto"``: shared for smooth losses with two or more
+        output columns, or with one column of an input wider than ``FISTA_MAX_DIM`` (``k > 128``) and
+        ``arrangements`` ``"auto"`` or ``"search"`` (where the per-output route's cone projections cost
+        too much: docs/solvers.md, "Inputs with hundreds of features"), no spectral filter and ``solver``
+        ``"auto"`` or ``"torch"`` (the shared program's solvers are torch's); per-output otherwise.
 
     Returns
     -------
@@ -229,6 +231,13 @@ def fit_convex_bn(
     if neurons != "per_output":
         n_cols = sum(lossf.encode_targets(y).shape[1] for y in targets)
         implicit_set = not spectral_filter(implicit_reg).is_identity
+        # one output column of a wide input: the shared program with C = 1 is program (4) over every
+        # pattern, and its unit neurons need no cone projection, the per-output route's cost at large k
+        # (docs/solvers.md, "Inputs with hundreds of features")
+        wide = n_cols == 1 and isinstance(arrangements, str) and arrangements in ("auto", "search")
+        if wide and neurons == "auto":
+            basis = bn_basis(X) if basis is None else basis
+            wide = basis.dim > FISTA_MAX_DIM
         if neurons == "shared" and not lossf.smooth:
             raise ValueError(f"neurons='shared' needs a smooth loss, got {lossf.name!r}; use "
                              "neurons='per_output'")  # fmt: skip
@@ -238,7 +247,8 @@ def fit_convex_bn(
             raise ValueError(f"neurons='shared' is solved by the torch solver only (solver in "
                              f"{SHARED_SOLVERS}), got solver={solver!r}; use "
                              "neurons='per_output'")  # fmt: skip
-        if n_cols >= 2 and lossf.smooth and not implicit_set and solver in SHARED_SOLVERS:
+        if ((n_cols >= 2 or neurons == "shared" or wide) and lossf.smooth and not implicit_set
+                and solver in SHARED_SOLVERS):  # fmt: skip
             return fit_shared(
                 X, np.hstack([lossf.encode_targets(y) for y in targets]), beta, loss=lossf.name,
                 arrangements=arrangements, n_arrangements=n_arrangements, search=search,

@@ -43,7 +43,7 @@ def _values(Uprime, lam, Z):
     D = H >= 0
     B = lam.T @ np.where(D, H, 0.0)  # (C, M)
     h = np.linalg.norm(B, axis=0)
-    return h, (B / np.maximum(h, 1e-300)).T, D
+    return h, (B / np.maximum(h, np.finfo(h.dtype).tiny)).T, D
 
 
 def ascent_neurons(
@@ -56,6 +56,8 @@ def ascent_neurons(
     step: float = 0.5,
     threshold: float | None = None,
     random_state=None,
+    dtype=np.float32,
+    refine_steps: int = 3,
 ):
     """Neurons with large ``h(z) = ||Lambda^T (U' z)_+||`` over unit ``z``, by projected ascent.
 
@@ -75,6 +77,12 @@ def ascent_neurons(
         Also return every visited iterate with ``h > threshold`` (e.g. ``beta``: every violating
         neuron the ascent passes through, not only each start's best).
     random_state : int, RandomState or None
+    dtype : numpy dtype
+        Of the ascent's products (float32: half the time of float64 on a CPU; the ascent is a heuristic).
+    refine_steps : int
+        When ``dtype`` is not float64: float64 steps from each distinct best iterate afterwards. The
+        returned patterns, directions and values are always computed in float64 at the returned ``z``,
+        so every reported value is attained.
 
     Returns
     -------
@@ -97,9 +105,29 @@ def ascent_neurons(
         parts.append(np.asarray(starts, dtype=np.float64).reshape(-1, k))
     Z = np.vstack(parts)
     Z /= np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-300)
+    lam = np.asarray(lam, dtype=np.float64)
+    h, Z, c, D = _ascend(*(np.asarray(a, dtype=dtype) for a in (Uprime, lam, Z)), n_steps, step, threshold)
+    keep = _best_distinct(D, h)
+    if Z.dtype != np.float64:
+        # float64 steps from each distinct best point: the reported values are attained in float64 and
+        # the maxima resolved past float32's rounding (near the optimum violations are that small)
+        Z = Z[keep].astype(np.float64)
+        Z /= np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-300)
+        h, Z, c, D = _ascend(Uprime, lam, Z, refine_steps, step, threshold)
+        keep = _best_distinct(D, h)
+    keep = keep[np.argsort(-h[keep], kind="stable")]
+    return D[:, keep], Z[keep], c[keep], h[keep]
+
+
+def _ascend(Uprime, lam, Z, n_steps: int, step: float, threshold: float | None):
+    """:func:`ascent_neurons`'s ascent from the unit rows of ``Z`` (M, k), in their dtype: ``(h, Z, c, D)``
+    of each start's best iterate, then of the iterates above ``threshold`` (with ``D`` (n, .))."""
+    from .pattern_search import _best_distinct
+
     h, c, D = _values(Uprime, lam, Z)
     best_h, best_Z, best_c, best_D = h, Z.copy(), c, D
     visited = []  # (h, D, Z, c) of the iterates above ``threshold``
+    tiny = np.finfo(Z.dtype).tiny
     for it in range(n_steps + 1):
         if threshold is not None:
             hits = np.flatnonzero(h > threshold)
@@ -109,8 +137,8 @@ def ascent_neurons(
         if it == n_steps:
             break
         G = ((D * (lam @ c.T)).T @ Uprime)  # (M, k): the gradient of h
-        Z = Z + step * G / np.maximum(np.linalg.norm(G, axis=1, keepdims=True), 1e-300)
-        Z /= np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-300)
+        Z = Z + step * G / np.maximum(np.linalg.norm(G, axis=1, keepdims=True), tiny)
+        Z /= np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), tiny)
         h, c, D = _values(Uprime, lam, Z)
         better = h > best_h
         best_h = np.where(better, h, best_h)
@@ -120,9 +148,7 @@ def ascent_neurons(
         best_D = np.hstack([best_D] + [v[1] for v in visited])
         best_Z = np.vstack([best_Z] + [v[2] for v in visited])
         best_c = np.vstack([best_c] + [v[3] for v in visited])
-    keep = _best_distinct(best_D, best_h)
-    keep = keep[np.argsort(-best_h[keep], kind="stable")]
-    return best_D[:, keep], best_Z[keep], best_c[keep], best_h[keep]
+    return best_h, best_Z, best_c, best_D
 
 
 def exact_shared_value(Uprime: np.ndarray, lam: np.ndarray, mask: np.ndarray, *, tol: float = 1e-10):

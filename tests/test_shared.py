@@ -267,3 +267,25 @@ def test_cli_solve_fits_a_shared_network(tmp_path):
     per_report = json.loads((per / "report.json").read_text())
     assert per_report["neurons"] == "per_output"
     assert report["objective"] < per_report["objective"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_ascent_reports_values_attained_in_float64(dtype):
+    """The oracle's ascent runs in ``dtype`` (float32 by default); what it reports is computed in float64
+    at the returned directions, so every value is attained and at most the exact maximum of (8b)."""
+    X, Y = tiny(2, n=20)
+    basis = bn_basis(X)
+    lam = Y - Y.mean(0)
+    value = exact_shared_value(basis.Uprime, lam, make_arrangements(basis, 100, method="exact").mask)[0]
+    D, Z, c, h = ascent_neurons(basis.Uprime, lam, n_starts=50, random_state=0, dtype=dtype)
+    assert Z.dtype == h.dtype == c.dtype == np.float64
+    H = basis.Uprime @ Z.T
+    B = lam.T @ np.maximum(H, 0)
+    np.testing.assert_allclose(h, np.linalg.norm(B, axis=0), rtol=1e-12)
+    norms = np.maximum(np.linalg.norm(B, axis=0), 1e-300)
+    np.testing.assert_allclose(c, (B / norms).T, rtol=1e-10, atol=1e-14)
+    clear = np.abs(H) > 1e-9  # (a sample exactly on a neuron's hyperplane may round either way)
+    assert np.array_equal(D[clear], (H >= 0)[clear])
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, rtol=1e-12)
+    assert np.all(np.diff(h) <= 0) and len(np.unique(np.packbits(D, axis=0), axis=1).T) == D.shape[1]
+    assert value * (1 - 1e-4) <= h[0] <= value * (1 + 1e-9)  # (a heuristic: near the maximum)
