@@ -101,10 +101,11 @@ class ConvexBNClassifier(ClassifierMixin, _ConvexBNBase):
     neurons : {"auto", "shared", "per_output"}, default="auto"
         ``"shared"``: one network whose hidden neurons feed every output (program (8a), grown by its
         oracle, :func:`convexbn.fit.fit_shared`). ``"per_output"``: one program (4) per output, networks
-        side by side. ``"auto"``: shared for several outputs (3+ classes) and for one output of an input
-        with ``rank + 1 > 128`` (where the shared program with one output is program (4) over every
-        pattern, searched without cone projections), when the loss is smooth, ``solver`` is ``"auto"`` or
-        ``"torch"`` and there is no ``implicit_reg``; per-output otherwise. ``neurons_`` says which.
+        side by side. ``"auto"``: shared for several outputs (3+ classes) and for one output above small
+        data (``n (rank + 1) > 10,000`` or ``rank + 1 > 128``, not the closed form; the shared program
+        with one output is program (4) over every pattern), when the loss is smooth, ``solver`` is
+        ``"auto"`` or ``"torch"`` and there is no ``implicit_reg``; per-output otherwise. ``neurons_`` says
+        which.
 
     Attributes
     ----------

@@ -209,10 +209,11 @@ def fit_convex_bn(
         arrays' columns stacked into one ``(n, C)`` target and fitted by the shared-neuron program, whose
         neurons feed every output (:func:`fit_shared`); with one output column that program is program (4)
         over every pattern (docs/math.md section 8). ``"auto"``: shared for smooth losses with two or more
-        output columns, or with one column of an input wider than ``FISTA_MAX_DIM`` (``k > 128``) and
-        ``arrangements`` ``"auto"`` or ``"search"`` (where the per-output route's cone projections cost
-        too much: docs/solvers.md, "Inputs with hundreds of features"), no spectral filter and ``solver``
-        ``"auto"`` or ``"torch"`` (the shared program's solvers are torch's); per-output otherwise.
+        output columns, or with one column when ``arrangements`` is ``"auto"`` or ``"search"``, the closed
+        form does not apply, and ``k > 128`` or ``n k`` is above ``UNIT_NEURONS_MIN_SIZE`` (its unit-neuron
+        search ended lower than the per-output search there: docs/solvers.md, "Inputs with hundreds of
+        features"); no spectral filter and ``solver`` ``"auto"`` or ``"torch"`` (the shared program's
+        solvers are torch's); per-output otherwise.
 
     Returns
     -------
@@ -231,13 +232,17 @@ def fit_convex_bn(
     if neurons != "per_output":
         n_cols = sum(lossf.encode_targets(y).shape[1] for y in targets)
         implicit_set = not spectral_filter(implicit_reg).is_identity
-        # one output column of a wide input: the shared program with C = 1 is program (4) over every
-        # pattern, and its unit neurons need no cone projection, the per-output route's cost at large k
-        # (docs/solvers.md, "Inputs with hundreds of features")
+        # one output column: the shared program with C = 1 is program (4) over every pattern; its unit
+        # neurons need no cone projection (the per-output route's cost at large k) and ended lower than
+        # the per-output search above small data (docs/solvers.md, "Inputs with hundreds of features")
         wide = n_cols == 1 and isinstance(arrangements, str) and arrangements in ("auto", "search")
         if wide and neurons == "auto":
+            from .unit_neurons import UNIT_NEURONS_MIN_SIZE
+
             basis = bn_basis(X) if basis is None else basis
-            wide = basis.dim > FISTA_MAX_DIM
+            closed_form = lossf.name == "squared" and basis.dim == basis.n_samples
+            size = basis.n_samples * basis.dim
+            wide = not closed_form and (basis.dim > FISTA_MAX_DIM or size > UNIT_NEURONS_MIN_SIZE)
         if neurons == "shared" and not lossf.smooth:
             raise ValueError(f"neurons='shared' needs a smooth loss, got {lossf.name!r}; use "
                              "neurons='per_output'")  # fmt: skip

@@ -180,3 +180,21 @@ def test_the_shared_program_with_one_output_is_program_4_over_every_pattern(d):
     assert shared.info["neurons"] == "shared" and shared.certified and per.certified
     assert shared.objective == pytest.approx(per.objective, rel=1e-4)
     assert shared.lower_bound <= per.objective and per.lower_bound <= shared.objective
+
+
+def test_one_output_above_small_data_takes_the_shared_program_but_not_the_closed_form():
+    rng = np.random.default_rng(4)
+    n, d = 600, 20  # k = 21 <= 128, n k = 12,600 > UNIT_NEURONS_MIN_SIZE
+    X = rng.standard_normal((n, d))
+    y = np.maximum(X[:, 0], 0) - X[:, 1] + 0.1 * rng.standard_normal(n)
+    assert n * (d + 1) > UNIT_NEURONS_MIN_SIZE
+    fit = fit_convex_bn(X, [y], 30.0, neurons="auto", random_state=0, search=SearchOptions(shared_rounds=2))
+    assert fit.info == {"neurons": "shared", "shared_inner": "unit_neurons"}
+    assert fit.network.objective(X, y[:, None]) == pytest.approx(fit.objective, rel=1e-10)
+    # small data stays per-output (its shared program would run on atoms, slower there)
+    small = fit_convex_bn(X[:100, :5], [y[:100]], 3.0, neurons="auto", random_state=0)
+    assert 100 * 6 <= UNIT_NEURONS_MIN_SIZE and small.info.get("neurons") is None
+    # the closed form (squared loss, rank + 1 = n) keeps its exact per-output route
+    Xw = rng.standard_normal((150, 200))
+    wide = fit_convex_bn(Xw, [Xw[:, 0]], 1.0, neurons="auto", random_state=0)
+    assert wide.info.get("neurons") is None and wide.solver == "closed_form"
