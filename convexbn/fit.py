@@ -235,14 +235,14 @@ def fit_convex_bn(
         # one output column: the shared program with C = 1 is program (4) over every pattern; its unit
         # neurons need no cone projection (the per-output route's cost at large k) and ended lower than
         # the per-output search above small data (docs/solvers.md, "Inputs with hundreds of features")
-        wide = n_cols == 1 and isinstance(arrangements, str) and arrangements in ("auto", "search")
-        if wide and neurons == "auto":
+        one_shared = n_cols == 1 and isinstance(arrangements, str) and arrangements in ("auto", "search")
+        if one_shared and neurons == "auto":
             from .unit_neurons import UNIT_NEURONS_MIN_SIZE
 
             basis = bn_basis(X) if basis is None else basis
             closed_form = lossf.name == "squared" and basis.dim == basis.n_samples
             size = basis.n_samples * basis.dim
-            wide = not closed_form and (basis.dim > FISTA_MAX_DIM or size > UNIT_NEURONS_MIN_SIZE)
+            one_shared = not closed_form and (basis.dim > FISTA_MAX_DIM or size > UNIT_NEURONS_MIN_SIZE)
         if neurons == "shared" and not lossf.smooth:
             raise ValueError(f"neurons='shared' needs a smooth loss, got {lossf.name!r}; use "
                              "neurons='per_output'")  # fmt: skip
@@ -252,7 +252,7 @@ def fit_convex_bn(
             raise ValueError(f"neurons='shared' is solved by the torch solver only (solver in "
                              f"{SHARED_SOLVERS}), got solver={solver!r}; use "
                              "neurons='per_output'")  # fmt: skip
-        if ((n_cols >= 2 or neurons == "shared" or wide) and lossf.smooth and not implicit_set
+        if ((n_cols >= 2 or neurons == "shared" or one_shared) and lossf.smooth and not implicit_set
                 and solver in SHARED_SOLVERS):  # fmt: skip
             return fit_shared(
                 X, np.hstack([lossf.encode_targets(y) for y in targets]), beta, loss=lossf.name,
