@@ -245,7 +245,9 @@ def _solve_fista(problem, settings: FistaSettings, warm_start=None, callback=Non
             Wp, Wn = warm_start_arrays(warm_start)
             X0 = torch.stack([torch.as_tensor(Wp, dtype=dtype), torch.as_tensor(Wn, dtype=dtype)]).to(dev)
             X = _prox(maps, X0, 0.0, beta, faces, factors)  # the nearest feasible point
-        L = maps.lipschitz_estimate(2) / 4  # backtracking raises it where needed
+        # backtracking raises it where needed; a warm start's own final estimate (the same data) skips the
+        # power iterations
+        L = _warm_lipschitz(warm_start) or maps.lipschitz_estimate(2) / 4
         state = {"X": X, "X_prev": X.clone(), "t": 1.0, "L": L, "it": 0, "faces": faces,
                  "factors": factors, "prev_obj": math.inf, "history": [], "gap": math.inf,
                  "finish_at": None, "bounds_from": 0}  # fmt: skip
@@ -360,6 +362,13 @@ def _factors_of(maps, faces):
     patterns = torch.arange(len(faces), device=faces.device) % maps.n_patterns
     normals = _gather_normals(maps.Up, maps.pattern_signs, patterns, faces)
     return normals, _padded_gram_inverse(normals, faces >= 0)
+
+
+def _warm_lipschitz(warm_start) -> float | None:
+    """The final Lipschitz estimate FISTA reported for ``warm_start`` (a solution whose ``info`` has
+    ``"lipschitz"``), or None."""
+    value = (getattr(warm_start, "info", None) or {}).get("lipschitz")
+    return float(value) if value is not None and math.isfinite(value) and value > 0 else None
 
 
 def _best_bound(history) -> float:
