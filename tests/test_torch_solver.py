@@ -223,6 +223,12 @@ def test_a_warm_start_reuses_its_lipschitz_estimate(monkeypatch):
     assert calls == [] and warm.status == "optimal"
     again = nearby.solve("torch", tol=1e-6, warm_start=(cold.W_pos, cold.W_neg))
     assert len(calls) == 1 and again.status == "optimal"
+    # the AL's estimate is its inner problem's (rho included): not FISTA's, so FISTA estimates its own
+    al = _problem(beta=0.1)[2].solve("torch", method="al")
+    assert "lipschitz" in al.info and "fista" not in al.solver.lower()
+    before = len(calls)
+    nearby.solve("torch", tol=1e-6, warm_start=al)
+    assert len(calls) == before + 1
     reference = nearby.solve("torch", tol=1e-6)
     for sol in (warm, again):
         assert sol.objective == pytest.approx(reference.objective, rel=2e-6)

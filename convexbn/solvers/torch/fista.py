@@ -365,8 +365,10 @@ def _factors_of(maps, faces):
 
 
 def _warm_lipschitz(warm_start) -> float | None:
-    """The final Lipschitz estimate FISTA reported for ``warm_start`` (a solution whose ``info`` has
-    ``"lipschitz"``), or None."""
+    """The final Lipschitz estimate FISTA reported for ``warm_start`` (a FISTA solution's
+    ``info["lipschitz"]``), or None. (The AL reports its inner problem's, which includes ``rho``.)"""
+    if "fista" not in str(getattr(warm_start, "solver", "")).lower():
+        return None
     value = (getattr(warm_start, "info", None) or {}).get("lipschitz")
     return float(value) if value is not None and math.isfinite(value) and value > 0 else None
 
