@@ -260,3 +260,17 @@ def test_fista_reports_the_kernels_first_call_time():
     assert first.info["kernel_load_s"] >= 0.0
     # every kernel version this solve needs was loaded by the first one: none is loaded again
     assert again.info["kernel_load_s"] == 0.0
+
+
+def test_the_idle_sample_stays_within_the_core_count():
+    """/proc/stat and /proc/self/stat are read at different instants in whole jiffies: a reading whose own
+    time outruns the total (seen on CI as 2.5 idle cores of 2) is clamped, and so is a negative one."""
+    import os
+
+    from convexbn.solvers.torch.threads import _record_sample
+
+    cores = os.cpu_count() or 1
+    assert _record_sample((0.0, 0.0), (5.0, 4.0)) == cores
+    assert _record_sample((3.0, 0.0), (1.0, 4.0)) == 0.0
+    assert _record_sample((0.0, 0.0), (2.0, 4.0)) == 0.5 * cores
+    assert _record_sample((0.0, 1.0), (0.0, 1.0)) is None

@@ -72,8 +72,10 @@ def idle_cores(sample_s: float = IDLE_SAMPLE_S) -> float | None:
 def _record_sample(first, second) -> float | None:
     """The idle cores between two :func:`_cpu_times` readings, kept as the last sample."""
     global _last_sample
-    total = second[1] - first[1]
-    idle = None if total <= 0 else (second[0] - first[0]) / total * (os.cpu_count() or 1)
+    total, cores = second[1] - first[1], os.cpu_count() or 1
+    # the two files are read at different instants and count whole jiffies: over a short window our own
+    # time can exceed its share of the total, so the ratio is kept within [0, cores]
+    idle = None if total <= 0 else min(max((second[0] - first[0]) / total, 0.0), 1.0) * cores
     _last_sample = (time.monotonic(), idle)
     return idle
 
