@@ -319,7 +319,7 @@ def compare_with_sgd(
             X, [y], beta, loss=lossf.name, arrangements=merged, solver=solver,
             solver_options={"tol": SEARCH_TOL, **(solver_options or {})}, random_state=random_state,
             basis=basis,
-            warm=[warm_state(solution)], owner="compare_with_sgd",
+            warm=[warm_state(solution)], owner="compare_with_sgd", neurons="per_output",
         )  # fmt: skip
         sol, net = fit_sgd.programs[0].solution, fit_sgd.network
         with_sgd = {

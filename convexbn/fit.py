@@ -162,7 +162,7 @@ def fit_convex_bn(
     basis: BNBasis | None = None,
     tol: float = 1e-4,
     owner: str = "fit_convex_bn",
-    neurons: str = "per_output",
+    neurons: str = "auto",
 ) -> ConvexFit:
     """Fit the globally optimal BN network of each target array: the one pipeline of the package.
 
@@ -213,7 +213,7 @@ def fit_convex_bn(
         form does not apply, and ``k > 128`` or ``n k`` is above ``UNIT_NEURONS_MIN_SIZE`` (its unit-neuron
         search ended lower than the per-output search there: docs/solvers.md, "Inputs with hundreds of
         features"); no spectral filter and ``solver`` ``"auto"`` or ``"torch"`` (the shared program's
-        solvers are torch's); per-output otherwise.
+        solvers are torch's); per-output otherwise. The default, as in the estimators and the CLI.
 
     Returns
     -------

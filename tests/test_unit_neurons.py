@@ -191,6 +191,10 @@ def test_one_output_above_small_data_takes_the_shared_program_but_not_the_closed
     fit = fit_convex_bn(X, [y], 30.0, neurons="auto", random_state=0, search=SearchOptions(shared_rounds=2))
     assert fit.info == {"neurons": "shared", "shared_inner": "unit_neurons"}
     assert fit.network.objective(X, y[:, None]) == pytest.approx(fit.objective, rel=1e-10)
+    # the library routine's own default is the estimators' "auto": the same fit, the same objective
+    default = fit_convex_bn(X, [y], 30.0, random_state=0, search=SearchOptions(shared_rounds=2))
+    assert default.info == fit.info and default.objective == fit.objective
+    assert fit_convex_bn(X, [y], 30.0, neurons="per_output", random_state=0).info.get("neurons") is None
     # small data stays per-output (its shared program would run on atoms, slower there)
     small = fit_convex_bn(X[:100, :5], [y[:100]], 3.0, neurons="auto", random_state=0)
     assert 100 * 6 <= UNIT_NEURONS_MIN_SIZE and small.info.get("neurons") is None
