@@ -352,6 +352,8 @@ def _solve_fista(problem, settings: FistaSettings, warm_start=None, callback=Non
         "lipschitz": L,
         "finish_at": state.get("finish_at"),
         "polished": state.get("polished", 0),
+        "newton_steps": state.get("newton_steps", 0),
+        "polish_s": state.get("polish_s", 0.0),  # the polishes' seconds (their gap checks apart)
     }
     return SolverResult(W_pos, W_neg, status, name, n_iter=state["it"], info=info)
 

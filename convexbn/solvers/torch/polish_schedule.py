@@ -11,6 +11,7 @@ point is in the cones and worth FISTA's momentum (docs/solvers.md, "Weak regular
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -73,9 +74,12 @@ def try_polish(maps, X, faces, objective, gap, state, settings, gap_at):
     polished point's bound goes into ``state["history"]`` either way. Schedules the next polish: two checks
     on when the polish at least halved the relative gap (FISTA goes on from a point near the optimum,
     whose faces settle fast), else after a wait that doubles each time (from five checks)."""
+    start = time.perf_counter()
     result = polish_support(maps, X, faces, maps.beta, max_newton=POLISH_MAX_NEWTON,
                             max_vars=settings.polish_max_vars)  # fmt: skip
     state["polished"] = state.get("polished", 0) + 1
+    state["newton_steps"] = state.get("newton_steps", 0) + result.newton_steps
+    state["polish_s"] = state.get("polish_s", 0.0) + time.perf_counter() - start
     wait = state.get("polish_wait", 5 * settings.check_every)
     state["polish_next"], state["polish_wait"] = state["it"] + wait, 2 * wait
     if not result.objective < objective or not in_cones(maps, result.X):
