@@ -49,14 +49,16 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
 def evaluate_predictions(F: np.ndarray, y, loss: str) -> dict:
     """Test metrics of outputs ``F`` (n, C) against targets ``y`` encoded by ``loss``.
 
-    Classification losses give ``accuracy`` (sign for logistic/hinge, argmax for cross-entropy); the
-    squared loss gives ``mse`` and ``r2`` (over all outputs).
+    Classification losses give ``accuracy`` (for logistic/hinge the class ``+1`` where ``F > 0`` and ``-1``
+    elsewhere, as the classifier's ``predict``; argmax for cross-entropy); the squared loss gives ``mse``
+    and ``r2`` (over all outputs).
     """
     lossf = get_loss(loss)
     Y = lossf.encode_targets(y)
     F = np.asarray(F, dtype=np.float64).reshape(Y.shape)
     if lossf.name in ("logistic", "hinge"):
-        return {"accuracy": float(np.mean(np.sign(F) == Y))}
+        # (a tie, F = 0, is the class -1, as in ConvexBNClassifier.predict; np.sign would make it neither)
+        return {"accuracy": float(np.mean(np.where(F > 0, 1.0, -1.0) == Y))}
     if lossf.name == "cross_entropy":
         return {"accuracy": float(np.mean(F.argmax(1) == Y.argmax(1)))}
     mse = float(np.mean((F - Y) ** 2))

@@ -60,6 +60,9 @@ def test_compare_errors_and_metrics():
     with pytest.raises(ValueError, match="unknown variants"):
         compare_with_sgd(X, y, beta=1.0, variants=("bn-lbfgs",))
     assert evaluate_predictions(np.array([1.0, -2.0, 3.0]), [1, 1, 1], "logistic") == {"accuracy": 2 / 3}
+    # the empty network's outputs are 0: the class -1, as ConvexBNClassifier.predict (not neither class)
+    assert evaluate_predictions(np.zeros(4), [-1, -1, 1, -1], "logistic") == {"accuracy": 0.75}
+    assert evaluate_predictions(np.zeros(4), [-1, 1, 1, 1], "hinge") == {"accuracy": 0.25}
     metrics = evaluate_predictions(np.array([1.0, 2.0, 3.0]), [1.0, 2.0, 4.0], "squared")
     assert metrics["mse"] == pytest.approx(1 / 3)
     assert metrics["r2"] == pytest.approx(1 - (1 / 3) / np.var([1.0, 2.0, 4.0]))
