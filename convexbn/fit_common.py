@@ -124,6 +124,10 @@ class SearchOptions:
     unit_gap_tol : float or None
         ``gap_tol`` of the unit-neuron search, looser than the atoms' (its rounds improve the objective
         slowly near the optimum; docs/solvers.md, "The shared-neuron search").
+    merge_min_cos : float or None
+        The unit-neuron search merges near-copies of a neuron (directions within this cosine, the same
+        output direction) before its final output lasso where that does not raise the objective
+        (:func:`convexbn.unit_neurons.merge_duplicate_neurons`); None: no merge.
     """
 
     rounds: int = 10
@@ -135,8 +139,11 @@ class SearchOptions:
     gap_tol: float | None = 3e-4
     shared_inner: str = "auto"
     unit_gap_tol: float | None = 3e-3
+    merge_min_cos: float | None = 0.999  # convexbn.unit_neurons.MERGE_MIN_COS
 
     def __post_init__(self):
+        if self.merge_min_cos is not None and not -1.0 <= self.merge_min_cos <= 1.0:
+            raise ValueError(f"merge_min_cos must be in [-1, 1] or None, got {self.merge_min_cos!r}")
         check_choice(self.shared_inner, "shared_inner", ("auto", "atoms", "unit_neurons"))
         if self.unit_gap_tol is not None:
             check_positive(self.unit_gap_tol, "unit_gap_tol")

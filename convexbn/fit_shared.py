@@ -180,7 +180,8 @@ def fit_shared(
                 basis, Y, beta, loss=lossf.name, warm=None if atoms is None else (atoms, W0), rounds=rounds,
                 max_new=search.max_new, n_starts=max(search.n_starts, 1) * 5 // 2,
                 tol=UNIT_LASSO_TOL if tol_solve is None else tol_solve, gap_tol=search.unit_gap_tol,
-                time_limit=search.time_limit, threads=options.get("threads"), random_state=seed,
+                time_limit=search.time_limit, merge_min_cos=search.merge_min_cos,
+                threads=options.get("threads"), random_state=seed,
             )  # fmt: skip
         else:
             solution, history, oracle = search_shared_neurons(

@@ -45,9 +45,11 @@ __all__ = [
     "unit_threads",
     "slide_neurons",
     "unit_neuron_solution",
+    "merge_duplicate_neurons",
     "live_dual_values",
     "UNIT_LASSO_TOL",
     "UNIT_MIN_NEW",
+    "MERGE_MIN_COS",
     "UNIT_NEURONS_MIN_SIZE",
 ]
 
@@ -59,6 +61,11 @@ UNIT_NEURONS_MIN_SIZE = 10_000
 #: Relative gap of the output lasso over the fixed neurons in each round (and at the end) by default: the
 #: oracle needs an approximate dual point only, and the search's stop (``gap_tol``) is far looser.
 UNIT_LASSO_TOL = 1e-4
+
+#: Neurons whose directions have at least this cosine (and the same output direction) are tried as one
+#: neuron at the end of the search (:func:`merge_duplicate_neurons`; our choice: the near-copies of the
+#: breast cancer path were within 0.99999, and a merge that raises the objective is not kept anyway).
+MERGE_MIN_COS = 0.999
 
 #: New neurons the first round (at the empty network) asks for: when the oracle's starts end at fewer
 #: distinct violating neurons (there they converge to a few maxima of ``h``), the oracle is asked again,
@@ -141,6 +148,79 @@ def _objective(Uprime, Y, Z, V, beta, loss) -> float:
     return loss.value(F, Y) + beta * float(np.linalg.norm(V, axis=1).sum())
 
 
+def merge_duplicate_neurons(
+    Uprime: np.ndarray, Y: np.ndarray, Z: np.ndarray, V: np.ndarray, beta: float, loss, *,
+    min_cos: float = MERGE_MIN_COS,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Merge near-copies of a neuron (the same output direction, directions within ``min_cos``) where that
+    does not raise the objective of (8a).
+
+    Neurons ``z_j`` with one output direction ``c`` (``v_j = s_j c``, ``s_j > 0``) are replaced by the
+    single neuron ``z = w / ||w||``, ``v = ||w|| c``, ``w = sum_j s_j z_j``: its penalty ``beta ||w||`` is at
+    most theirs, ``beta sum_j s_j``, and where the ``z_j`` share their pattern ``1[U' z_j >= 0]`` it
+    predicts the same (``w`` is in that pattern's cone), so the objective cannot rise. Near-copies whose
+    patterns differ on a few rows (the rows their hyperplanes pass through, at the optimum) predict
+    differently there, so each merge is kept only when the objective does not rise. The output lasso over
+    near-copies is not strictly convex and spreads its weight over them: a path point of breast cancer had
+    61 live neurons whose patterns fell in clusters one or two rows apart (docs/solvers.md, "The
+    shared-neuron search").
+
+    Parameters
+    ----------
+    Uprime : ndarray of shape (n, k)
+    Y : ndarray of shape (n, C)
+        Encoded targets.
+    Z : ndarray of shape (m, k)
+        Unit neurons.
+    V : ndarray of shape (m, C)
+        Their output rows; rows of zeros are dropped.
+    beta : float
+    loss : Loss
+    min_cos : float
+        Neurons whose directions have at least this cosine with a cluster's largest neuron join its cluster.
+
+    Returns
+    -------
+    Z, V : ndarrays of shapes (m', k) and (m', C), m' <= m: the objective at them is at most the objective
+        at ``(Z, V)`` (to ``1e-12`` relative: rounding).
+    """
+    s = np.linalg.norm(V, axis=1)
+    live = s > 0
+    Z, V, s = Z[live], V[live], s[live]
+    if len(Z) < 2:
+        return Z, V
+    C = V / s[:, None]
+    A = np.maximum(Uprime @ Z.T, 0.0)  # (n, m)
+    F = A @ V
+    penalty = float(s.sum())
+    current = loss.value(F, Y) + beta * penalty
+    keep = np.ones(len(Z), dtype=bool)
+    Z, V = Z.copy(), V.copy()
+    cosines = Z @ Z.T
+    for j in np.argsort(-s):
+        if not keep[j]:
+            continue
+        close = keep & (cosines[j] >= min_cos) & (np.abs(C - C[j]).max(1) <= 1e-9)
+        close[j] = False
+        for members in (np.flatnonzero(close), *np.flatnonzero(close)[:, None]):
+            if members.size == 0 or not keep[members].all():
+                continue
+            group = np.concatenate([[j], members])
+            w = (s[group, None] * Z[group]).sum(0)
+            norm = float(np.linalg.norm(w))
+            a = np.maximum(Uprime @ (w / norm), 0.0)
+            trial_F = F - A[:, group] @ V[group] + np.outer(a, norm * C[j])
+            trial_penalty = penalty - float(s[group].sum()) + norm
+            trial = loss.value(trial_F, Y) + beta * trial_penalty
+            if trial <= current + 1e-12 * abs(current):
+                Z[j], V[j], s[j], A[:, j] = w / norm, norm * C[j], norm, a
+                keep[members] = False
+                F, penalty, current = trial_F, trial_penalty, trial
+                cosines[j] = Z @ Z[j]
+                break
+    return Z[keep], V[keep]
+
+
 def unit_neuron_solution(basis: BNBasis, Y: np.ndarray, Z: np.ndarray, V: np.ndarray, beta: float, loss,
                          *, status: str, lower_bound: float, seconds: float, n_iter: int,
                          info: dict | None = None) -> SharedSolution:  # fmt: skip
@@ -177,6 +257,7 @@ def search_unit_neurons(
     stall_tol: float | None = 1e-5,
     time_limit: float | None = None,
     slide_steps: int = 50,
+    merge_min_cos: float | None = MERGE_MIN_COS,
     threads: int | None = None,
     random_state=None,
 ):
@@ -210,6 +291,10 @@ def search_unit_neurons(
         Seconds after which no new round starts.
     slide_steps : int
         L-BFGS iterations of :func:`slide_neurons` per round (0: off).
+    merge_min_cos : float or None
+        Before the final output lasso, near-copies of a neuron (directions within this cosine, the same
+        output direction) are merged where that does not raise the objective
+        (:func:`merge_duplicate_neurons`); None: no merge.
     threads : int, optional
         BLAS and torch threads inside the search (restored after); default :func:`unit_threads`.
     random_state : int, RandomState or None
@@ -230,11 +315,11 @@ def search_unit_neurons(
     count = unit_threads(*basis.Uprime.shape, n_starts, threads)
     with torch_threads(count), threadpool_limits(count):
         return _search(basis, Y, beta, loss, warm, rounds, max_new, n_starts, tol, gap_tol, stall_tol,
-                       time_limit, slide_steps, random_state)  # fmt: skip
+                       time_limit, slide_steps, merge_min_cos, random_state)  # fmt: skip
 
 
 def _search(basis, Y, beta, loss, warm, rounds, max_new, n_starts, tol, gap_tol, stall_tol, time_limit,
-            slide_steps, random_state):  # fmt: skip
+            slide_steps, merge_min_cos, random_state):  # fmt: skip
     """The body of :func:`search_unit_neurons`, inside its thread limits."""
     start = time.perf_counter()
     rng = check_random_state(random_state)
@@ -292,7 +377,10 @@ def _search(basis, Y, beta, loss, warm, rounds, max_new, n_starts, tol, gap_tol,
         live = np.linalg.norm(V, axis=1) > 0
         Z, V = Z[live], V[live]
         Z, V, objective = slide_neurons(Uprime, Y, Z, V, beta, lossf, max_iter=slide_steps)
+        if merge_min_cos is not None:
+            Z, V = merge_duplicate_neurons(Uprime, Y, Z, V, beta, lossf, min_cos=merge_min_cos)
         F = np.maximum(Uprime @ Z.T, 0.0) @ V
+        objective = lossf.value(F, Y) + beta * float(np.linalg.norm(V, axis=1).sum())
     lasso_gap = 0.0
     if len(Z):  # the final neurons' output rows to ``tol`` (after a slide they are not), and the oracle there
         A = np.maximum(Uprime @ Z.T, 0.0)
