@@ -2,16 +2,18 @@
 
     python benchmarks/bench_merge.py [--out FILE.json]
 
-One output column, the estimators' default route (``neurons="auto"``: the shared program, unit neurons), at
-several summed betas, each fitted twice, one after the other, with the same seed: ``merge_min_cos=None``
-(no merge) and the default (:data:`convexbn.unit_neurons.MERGE_MIN_COS`). Reported per fit: objective (the
+The estimators' default route (``neurons="auto"``: the shared program, unit neurons), at several summed
+betas, each fitted twice, one after the other, with the same seed: ``merge_min_cos=None`` (no merge) and
+the default (:data:`convexbn.unit_neurons.MERGE_MIN_COS`). Reported per fit: objective (the
 summed loss plus ``beta`` times the penalty, as program (4)), live neurons, seconds and the estimated gap
 (``(objective - estimated_lower_bound) / objective``). Cases:
 
 * breast cancer, logistic loss, split and standardized as ``convexbn path`` does (75% of 569 samples, seed
   0), at the betas of ``convexbn path``'s default path (fractions 0.95 ... 1e-3 of the critical beta);
 * the wide synthetic regression of ``tests/test_unit_neurons.py`` (n = 220, d = 140, squared loss);
-* ``bench_torch_vs_cvxpy``'s data (n = 1000, d = 20, squared loss).
+* ``bench_torch_vs_cvxpy``'s data (n = 1000, d = 20, squared loss);
+* scikit-learn's digits, 10 classes (75% of 1797 samples, seed 0), logistic loss one-vs-rest (the
+  classifier's default: 10 output columns), at the estimator's ``beta="auto"`` and a tenth of it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import time
 
 import numpy as np
 from bench_torch_vs_cvxpy import make_data
+from sklearn.model_selection import train_test_split
 
 from convexbn import bn_basis
 from convexbn.data import encode_task, load_dataset, split_and_standardize
-from convexbn.fit import SearchOptions, estimate_critical_beta, fit_convex_bn
+from convexbn.fit import AUTO_BETA_FRACTION, SearchOptions, estimate_critical_beta, fit_convex_bn
+from convexbn.fit_shared import estimate_shared_critical_beta
 
 
 def cases():
@@ -33,13 +37,19 @@ def cases():
     loss, y, _ = encode_task(dataset, "auto")
     X, _, y, _ = split_and_standardize(dataset.X, y, test_size=0.25, random_state=0, scale_target=False)
     critical = estimate_critical_beta(bn_basis(X), y, loss, random_state=0)
-    yield "breast_cancer", X, y, loss, critical * np.geomspace(0.95, 1e-3, 8)[1:]
+    yield "breast_cancer", X, [y], loss, critical * np.geomspace(0.95, 1e-3, 8)[1:]
     rng = np.random.default_rng(2)
     X = rng.standard_normal((220, 140))
-    yield "wide_220x140", X, X[:, 0] - 2 * np.maximum(X[:, 1], 0) + 0.1 * rng.standard_normal(220), \
+    yield "wide_220x140", X, [X[:, 0] - 2 * np.maximum(X[:, 1], 0) + 0.1 * rng.standard_normal(220)], \
         "squared", [20.0, 10.0, 3.0, 1.0]  # fmt: skip
     X, y = make_data(1000, 20)
-    yield "regression_1000x20", X, y, "squared", [5.0, 1.0, 0.3]
+    yield "regression_1000x20", X, [y], "squared", [5.0, 1.0, 0.3]
+    dataset = load_dataset("digits")
+    X, _, labels, _ = train_test_split(dataset.X, dataset.y, test_size=0.25, random_state=0)
+    X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+    Y = np.where(labels[:, None] == np.arange(10)[None, :], 1.0, -1.0)
+    auto = AUTO_BETA_FRACTION * estimate_shared_critical_beta(bn_basis(X), Y, "logistic", random_state=0)
+    yield "digits_10", X, list(Y.T), "logistic", [auto, auto / 10]
 
 
 def main(argv=None) -> None:
@@ -47,12 +57,12 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     rows = []
-    for name, X, y, loss, betas in cases():
+    for name, X, targets, loss, betas in cases():
         for beta in betas:
             row = {"case": name, "n": X.shape[0], "d": X.shape[1], "loss": loss, "beta": float(beta)}
             for label, cos in (("no_merge", None), ("merge", SearchOptions().merge_min_cos)):
                 start = time.perf_counter()
-                fit = fit_convex_bn(X, [y], float(beta), loss=loss, random_state=0,
+                fit = fit_convex_bn(X, targets, float(beta), loss=loss, random_state=0,
                                     search=SearchOptions(merge_min_cos=cos))  # fmt: skip
                 seconds = time.perf_counter() - start
                 gap = (fit.objective - fit.estimated_lower_bound) / fit.objective

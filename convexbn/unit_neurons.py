@@ -62,9 +62,9 @@ UNIT_NEURONS_MIN_SIZE = 10_000
 #: oracle needs an approximate dual point only, and the search's stop (``gap_tol``) is far looser.
 UNIT_LASSO_TOL = 1e-4
 
-#: Neurons whose directions have at least this cosine (and the same output direction) are tried as one
-#: neuron at the end of the search (:func:`merge_duplicate_neurons`; our choice: the near-copies of the
-#: breast cancer path were within 0.99999, and a merge that raises the objective is not kept anyway).
+#: Neurons whose directions have at least this cosine are tried as one neuron after each round's slide
+#: (:func:`merge_duplicate_neurons`; our choice: the near-copies of the breast cancer path were within
+#: 0.99999, and a merge that raises the objective is not kept anyway).
 MERGE_MIN_COS = 0.999
 
 #: New neurons the first round (at the empty network) asks for: when the oracle's starts end at fewer
@@ -152,18 +152,19 @@ def merge_duplicate_neurons(
     Uprime: np.ndarray, Y: np.ndarray, Z: np.ndarray, V: np.ndarray, beta: float, loss, *,
     min_cos: float = MERGE_MIN_COS,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Merge near-copies of a neuron (the same output direction, directions within ``min_cos``) where that
-    does not raise the objective of (8a).
+    """Merge near-copies of a neuron (directions within ``min_cos``) where that does not raise the objective
+    of (8a).
 
-    Neurons ``z_j`` with one output direction ``c`` (``v_j = s_j c``, ``s_j > 0``) are replaced by the
-    single neuron ``z = w / ||w||``, ``v = ||w|| c``, ``w = sum_j s_j z_j``: its penalty ``beta ||w||`` is at
-    most theirs, ``beta sum_j s_j``, and where the ``z_j`` share their pattern ``1[U' z_j >= 0]`` it
-    predicts the same (``w`` is in that pattern's cone), so the objective cannot rise. Near-copies whose
-    patterns differ on a few rows (the rows their hyperplanes pass through, at the optimum) predict
-    differently there, so each merge is kept only when the objective does not rise. The output lasso over
-    near-copies is not strictly convex and spreads its weight over them: a path point of breast cancer had
-    61 live neurons whose patterns fell in clusters one or two rows apart (docs/solvers.md, "The
-    shared-neuron search").
+    Neurons ``z_j`` with output rows ``v_j`` (norms ``s_j``, ``S = sum_j s_j``) are replaced by the single
+    neuron ``z = w / ||w||``, ``v = (||w|| / S) sum_j v_j``, ``w = sum_j s_j z_j``. Where they share one
+    output direction ``c`` (``v_j = s_j c``) this is ``v = ||w|| c``: its penalty ``beta ||w||`` is at most
+    theirs, ``beta S``, and where they also share their pattern ``1[U' z_j >= 0]`` it predicts the same on
+    the training rows (``w`` is in that pattern's cone, a convex cone), so the objective cannot rise.
+    Near-copies whose patterns differ on a few rows (the rows their hyperplanes pass through, at the
+    optimum), or whose output rows are not parallel, predict differently, so each merge is kept only when
+    the objective does not rise. The output lasso over near-copies is not strictly convex and spreads its
+    weight over them: a path point of breast cancer had 86 live neurons on a few clusters of patterns one or
+    two rows apart (docs/solvers.md, "The shared-neuron search").
 
     Parameters
     ----------
@@ -177,7 +178,8 @@ def merge_duplicate_neurons(
     beta : float
     loss : Loss
     min_cos : float
-        Neurons whose directions have at least this cosine with a cluster's largest neuron join its cluster.
+        Neurons whose directions have at least this cosine with a cluster's largest neuron join its
+        cluster; the whole cluster is tried first, then each neuron of it with the largest alone.
 
     Returns
     -------
@@ -186,21 +188,19 @@ def merge_duplicate_neurons(
     """
     s = np.linalg.norm(V, axis=1)
     live = s > 0
-    Z, V, s = Z[live], V[live], s[live]
+    Z, V, s = Z[live].copy(), V[live].copy(), s[live]
     if len(Z) < 2:
         return Z, V
-    C = V / s[:, None]
     A = np.maximum(Uprime @ Z.T, 0.0)  # (n, m)
     F = A @ V
     penalty = float(s.sum())
     current = loss.value(F, Y) + beta * penalty
     keep = np.ones(len(Z), dtype=bool)
-    Z, V = Z.copy(), V.copy()
     cosines = Z @ Z.T
     for j in np.argsort(-s):
         if not keep[j]:
             continue
-        close = keep & (cosines[j] >= min_cos) & (np.abs(C - C[j]).max(1) <= 1e-9)
+        close = keep & (cosines[j] >= min_cos)
         close[j] = False
         for members in (np.flatnonzero(close), *np.flatnonzero(close)[:, None]):
             if members.size == 0 or not keep[members].all():
@@ -208,16 +208,18 @@ def merge_duplicate_neurons(
             group = np.concatenate([[j], members])
             w = (s[group, None] * Z[group]).sum(0)
             norm = float(np.linalg.norm(w))
+            v = V[group].sum(0) * (norm / float(s[group].sum()))
             a = np.maximum(Uprime @ (w / norm), 0.0)
-            trial_F = F - A[:, group] @ V[group] + np.outer(a, norm * C[j])
-            trial_penalty = penalty - float(s[group].sum()) + norm
+            trial_F = F - A[:, group] @ V[group] + np.outer(a, v)
+            trial_penalty = penalty - float(s[group].sum()) + float(np.linalg.norm(v))
             trial = loss.value(trial_F, Y) + beta * trial_penalty
             if trial <= current + 1e-12 * abs(current):
-                Z[j], V[j], s[j], A[:, j] = w / norm, norm * C[j], norm, a
+                Z[j], V[j], s[j], A[:, j] = w / norm, v, np.linalg.norm(v), a
                 keep[members] = False
                 F, penalty, current = trial_F, trial_penalty, trial
                 cosines[j] = Z @ Z[j]
                 break
+    keep &= s > 0  # (output rows that cancelled)
     return Z[keep], V[keep]
 
 
@@ -292,9 +294,8 @@ def search_unit_neurons(
     slide_steps : int
         L-BFGS iterations of :func:`slide_neurons` per round (0: off).
     merge_min_cos : float or None
-        Before the final output lasso, near-copies of a neuron (directions within this cosine, the same
-        output direction) are merged where that does not raise the objective
-        (:func:`merge_duplicate_neurons`); None: no merge.
+        After each round's slide, near-copies of a neuron (directions within this cosine) are merged where
+        that does not raise the objective (:func:`merge_duplicate_neurons`); None: no merge.
     threads : int, optional
         BLAS and torch threads inside the search (restored after); default :func:`unit_threads`.
     random_state : int, RandomState or None
