@@ -125,8 +125,8 @@ class SearchOptions:
         ``gap_tol`` of the unit-neuron search, looser than the atoms' (its rounds improve the objective
         slowly near the optimum; docs/solvers.md, "The shared-neuron search").
     merge_min_cos : float or None
-        After each round's slide the unit-neuron search merges near-copies of a neuron (directions within
-        this cosine) where that does not raise the objective
+        After each round's slide the unit-neuron search merges near-copies of a neuron (directions and
+        output directions within this cosine) where that does not raise the objective
         (:func:`convexbn.unit_neurons.merge_duplicate_neurons`); None: no merge.
     """
 

@@ -62,7 +62,8 @@ UNIT_NEURONS_MIN_SIZE = 10_000
 #: oracle needs an approximate dual point only, and the search's stop (``gap_tol``) is far looser.
 UNIT_LASSO_TOL = 1e-4
 
-#: Neurons whose directions have at least this cosine are tried as one neuron after each round's slide
+#: Neurons whose directions and output directions have at least this cosine are tried as one neuron after
+#: each round's slide
 #: (:func:`merge_duplicate_neurons`; our choice: the near-copies of the breast cancer path were within
 #: 0.99999, and a merge that raises the objective is not kept anyway).
 MERGE_MIN_COS = 0.999
@@ -152,8 +153,8 @@ def merge_duplicate_neurons(
     Uprime: np.ndarray, Y: np.ndarray, Z: np.ndarray, V: np.ndarray, beta: float, loss, *,
     min_cos: float = MERGE_MIN_COS,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Merge near-copies of a neuron (directions within ``min_cos``) where that does not raise the objective
-    of (8a).
+    """Merge near-copies of a neuron (directions and output directions within ``min_cos``) where that does
+    not raise the objective of (8a).
 
     Neurons ``z_j`` with output rows ``v_j`` (norms ``s_j``, ``S = sum_j s_j``) are replaced by the single
     neuron ``z = w / ||w||``, ``v = (||w|| / S) sum_j v_j``, ``w = sum_j s_j z_j``. Where they share one
@@ -161,10 +162,13 @@ def merge_duplicate_neurons(
     theirs, ``beta S``, and where they also share their pattern ``1[U' z_j >= 0]`` it predicts the same on
     the training rows (``w`` is in that pattern's cone, a convex cone), so the objective cannot rise.
     Near-copies whose patterns differ on a few rows (the rows their hyperplanes pass through, at the
-    optimum), or whose output rows are not parallel, predict differently, so each merge is kept only when
-    the objective does not rise. The output lasso over near-copies is not strictly convex and spreads its
-    weight over them: a path point of breast cancer had 86 live neurons on a few clusters of patterns one or
-    two rows apart (docs/solvers.md, "The shared-neuron search").
+    optimum), or whose output directions differ a little, predict differently, so each merge is kept only
+    when the objective does not rise. Neurons whose output directions differ more are not tried: the oracle
+    starts from the live neurons, so its new neurons are often near-copies with other output rows, and
+    merging those back stalled a search of three outputs above the optimum (``tests/test_unit_neurons.py``).
+    The output lasso over near-copies is not strictly convex and spreads its weight over them: a path point
+    of breast cancer had 86 live neurons on a few clusters of patterns one or two rows apart
+    (docs/solvers.md, "The shared-neuron search").
 
     Parameters
     ----------
@@ -178,8 +182,9 @@ def merge_duplicate_neurons(
     beta : float
     loss : Loss
     min_cos : float
-        Neurons whose directions have at least this cosine with a cluster's largest neuron join its
-        cluster; the whole cluster is tried first, then each neuron of it with the largest alone.
+        Neurons whose directions and output directions have at least this cosine with a cluster's largest
+        neuron's join its cluster; the whole cluster is tried first, then each neuron of it with the largest
+        alone.
 
     Returns
     -------
@@ -197,10 +202,11 @@ def merge_duplicate_neurons(
     current = loss.value(F, Y) + beta * penalty
     keep = np.ones(len(Z), dtype=bool)
     cosines = Z @ Z.T
+    directions = V / s[:, None]
     for j in np.argsort(-s):
         if not keep[j]:
             continue
-        close = keep & (cosines[j] >= min_cos)
+        close = keep & (cosines[j] >= min_cos) & (directions @ directions[j] >= min_cos)
         close[j] = False
         for members in (np.flatnonzero(close), *np.flatnonzero(close)[:, None]):
             if members.size == 0 or not keep[members].all():
@@ -217,7 +223,8 @@ def merge_duplicate_neurons(
                 Z[j], V[j], s[j], A[:, j] = w / norm, v, np.linalg.norm(v), a
                 keep[members] = False
                 F, penalty, current = trial_F, trial_penalty, trial
-                cosines[j] = Z @ Z[j]
+                cosines[j] = cosines[:, j] = Z @ Z[j]
+                directions[j] = v / s[j]
                 break
     keep &= s > 0  # (output rows that cancelled)
     return Z[keep], V[keep]
@@ -294,8 +301,9 @@ def search_unit_neurons(
     slide_steps : int
         L-BFGS iterations of :func:`slide_neurons` per round (0: off).
     merge_min_cos : float or None
-        After each round's slide, near-copies of a neuron (directions within this cosine) are merged where
-        that does not raise the objective (:func:`merge_duplicate_neurons`); None: no merge.
+        After each round's slide, near-copies of a neuron (directions and output directions within this
+        cosine) are merged where that does not raise the objective (:func:`merge_duplicate_neurons`); None:
+        no merge.
     threads : int, optional
         BLAS and torch threads inside the search (restored after); default :func:`unit_threads`.
     random_state : int, RandomState or None
