@@ -63,9 +63,9 @@ UNIT_NEURONS_MIN_SIZE = 10_000
 UNIT_LASSO_TOL = 1e-4
 
 #: Neurons whose directions and output directions have at least this cosine are tried as one neuron after
-#: each round's slide
-#: (:func:`merge_duplicate_neurons`; our choice: the near-copies of the breast cancer path were within
-#: 0.99999, and a merge that raises the objective is not kept anyway).
+#: each round's slide (:func:`merge_duplicate_neurons`; our choice: a cold fit at the second point of the
+#: breast cancer path had 452 pairs of neurons above 0.999 and one above 0.99999, and a merge that raises
+#: the objective is not kept anyway).
 MERGE_MIN_COS = 0.999
 
 #: New neurons the first round (at the empty network) asks for: when the oracle's starts end at fewer
