@@ -262,7 +262,7 @@ def test_the_search_merges_the_near_copies_it_spreads_its_weight_over():
     merged = fit_convex_bn(X, [y], 20.0, random_state=0)
     assert merged.info["shared_inner"] == "unit_neurons"
     assert merged.network.n_neurons * 4 < spread.network.n_neurons
-    assert merged.objective <= spread.objective * (1 + 1e-4)
+    assert merged.objective <= spread.objective * (1 + 1e-3)  # (the search stops at an estimated 3e-3)
     assert merged.network.objective(X, y[:, None]) == pytest.approx(merged.objective, rel=1e-10)
     assert merged.estimated_lower_bound <= merged.objective
     with pytest.raises(ValueError, match="merge_min_cos"):
