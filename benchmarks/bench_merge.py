@@ -4,7 +4,7 @@
 
 The estimators' default route (``neurons="auto"``: the shared program, unit neurons), at several summed
 betas, each fitted twice, one after the other, with the same seed: ``merge_min_cos=None`` (no merge) and
-the default (:data:`convexbn.unit_neurons.MERGE_MIN_COS`). Reported per fit: objective (the
+the default (:data:`convexbn.neuron_merge.MERGE_MIN_COS`). Reported per fit: objective (the
 summed loss plus ``beta`` times the penalty, as program (4)), live neurons, seconds and the estimated gap
 (``(objective - estimated_lower_bound) / objective``). Cases:
 
@@ -12,8 +12,10 @@ summed loss plus ``beta`` times the penalty, as program (4)), live neurons, seco
   0), at the betas of ``convexbn path``'s default path (fractions 0.95 ... 1e-3 of the critical beta);
 * the wide synthetic regression of ``tests/test_unit_neurons.py`` (n = 220, d = 140, squared loss);
 * ``bench_torch_vs_cvxpy``'s data (n = 1000, d = 20, squared loss);
-* scikit-learn's digits, 10 classes (75% of 1797 samples, seed 0), logistic loss one-vs-rest (the
-  classifier's default: 10 output columns), at the estimator's ``beta="auto"`` and a tenth of it.
+* scikit-learn's digits (10 classes), iris and wine (3), 75% of the samples (seed 0), logistic loss
+  one-vs-rest (the classifier's default: an output column per class), at the estimator's ``beta="auto"``
+  and a tenth of it. Digits has ``n k`` above 10,000 (unit neurons); iris and wine are small data, whose
+  search runs on atoms (merged after its last round).
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ def cases():
         "squared", [20.0, 10.0, 3.0, 1.0]  # fmt: skip
     X, y = make_data(1000, 20)
     yield "regression_1000x20", X, [y], "squared", [5.0, 1.0, 0.3]
-    dataset = load_dataset("digits")
-    X, _, labels, _ = train_test_split(dataset.X, dataset.y, test_size=0.25, random_state=0)
-    X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
-    Y = np.where(labels[:, None] == np.arange(10)[None, :], 1.0, -1.0)
-    auto = AUTO_BETA_FRACTION * estimate_shared_critical_beta(bn_basis(X), Y, "logistic", random_state=0)
-    yield "digits_10", X, list(Y.T), "logistic", [auto, auto / 10]
+    for name in ("digits", "iris", "wine"):
+        dataset = load_dataset(name)
+        X, _, labels, _ = train_test_split(dataset.X, dataset.y, test_size=0.25, random_state=0)
+        X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+        classes = np.unique(labels)
+        Y = np.where(labels[:, None] == classes[None, :], 1.0, -1.0)
+        auto = AUTO_BETA_FRACTION * estimate_shared_critical_beta(bn_basis(X), Y, "logistic", random_state=0)
+        yield f"{name}_{classes.size}", X, list(Y.T), "logistic", [auto, auto / 10]
 
 
 def main(argv=None) -> None:

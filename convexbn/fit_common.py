@@ -125,9 +125,10 @@ class SearchOptions:
         ``gap_tol`` of the unit-neuron search, looser than the atoms' (its rounds improve the objective
         slowly near the optimum; docs/solvers.md, "The shared-neuron search").
     merge_min_cos : float or None
-        After each round's slide the unit-neuron search merges near-copies of a neuron (directions and
-        output directions within this cosine) where that does not raise the objective
-        (:func:`convexbn.unit_neurons.merge_duplicate_neurons`); None: no merge.
+        Near-copies of a neuron (directions and output directions within this cosine) are merged where that
+        does not raise the objective (:func:`convexbn.neuron_merge.merge_duplicate_neurons`): by the
+        unit-neuron search after each round's slide, by the atoms' search after its last round; None: no
+        merge.
     """
 
     rounds: int = 10
@@ -139,7 +140,7 @@ class SearchOptions:
     gap_tol: float | None = 3e-4
     shared_inner: str = "auto"
     unit_gap_tol: float | None = 3e-3
-    merge_min_cos: float | None = 0.999  # convexbn.unit_neurons.MERGE_MIN_COS
+    merge_min_cos: float | None = 0.999  # convexbn.neuron_merge.MERGE_MIN_COS
 
     def __post_init__(self):
         if self.merge_min_cos is not None and not -1.0 <= self.merge_min_cos <= 1.0:

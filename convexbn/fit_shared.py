@@ -189,6 +189,7 @@ def fit_shared(
                 max_new=search.max_new, n_starts=max(search.n_starts, 1) * 5 // 2, tol=final_tol,
                 round_tol=round_tol, gap_tol=gap_tol, time_limit=search.time_limit,
                 exact_patterns=exact_patterns, random_state=seed, solver_options=shared_opts,
+                merge_min_cos=search.merge_min_cos,
             )  # fmt: skip
     network = recover_shared_network(solution)
     F = solution.predict_train()

@@ -28,6 +28,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from .basis import BNBasis
+from .neuron_merge import MERGE_MIN_COS, merge_duplicate_neurons
 from .shared_problem import SharedAtoms, SharedOutputProblem, SharedSolution
 from .solvers.torch.shared_fista import solve_output_lasso, solve_shared_fista
 
@@ -237,6 +238,7 @@ def search_shared_neurons(
     random_state=None,
     solver_options: dict | None = None,
     realign_steps: int = 1,
+    merge_min_cos: float | None = MERGE_MIN_COS,
 ):
     """Program (8a) with its atoms grown by the oracle of (8b) (column generation, module docstring).
 
@@ -282,6 +284,11 @@ def search_shared_neurons(
         ``z`` fixed, the output rows re-fitted freely by the group lasso over ``V``, then the groups
         re-solved in the new directions. Each step is an exact minimization over one block of the same
         objective, so it never raises it; 0 turns it off.
+    merge_min_cos : float or None
+        After the last round, near-copies of a neuron (directions and output directions within this
+        cosine) are merged where that does not raise the objective
+        (:func:`convexbn.neuron_merge.merge_duplicate_neurons`), the merged atoms solved to ``tol``, and
+        that point kept when it is no worse; None: no merge.
 
     Returns
     -------
@@ -387,6 +394,21 @@ def search_shared_neurons(
     if not final:  # the last pattern set solved to ``tol``, warm-started
         solution = solve(solution.atoms, solution.W, tol)
         history[-1]["objective"] = solution.objective
+    if merge_min_cos is not None and solution.n_neurons > 1:
+        # near-copies of a neuron as one (convexbn.neuron_merge), then the merged atoms solved to ``tol``;
+        # the oracle below is asked at the point kept
+        t = np.linalg.norm(solution.W, axis=1)
+        live = t > 0
+        Z, V = merge_duplicate_neurons(Uprime, Y, solution.W[live] / t[live, None],
+                                       solution.atoms.directions[live] * t[live, None], beta,
+                                       solution.problem.loss, min_cos=merge_min_cos)  # fmt: skip
+        if len(Z) < live.sum():
+            s = np.linalg.norm(V, axis=1)
+            merged = solve(SharedAtoms(Uprime @ Z.T >= 0, V / s[:, None]), Z * s[:, None], tol)
+            if merged.objective <= solution.objective:
+                solution = merged
+                history[-1].update(objective=solution.objective, n_neurons=solution.n_neurons,
+                                   n_patterns=solution.atoms.n_atoms)  # fmt: skip
     mask, _, dirs, values = ask(solution)
     oracle = {
         "value": float(values[0]) if len(values) else 0.0,

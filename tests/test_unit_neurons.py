@@ -10,11 +10,11 @@ import torch
 from convexbn import bn_basis, fit_convex_bn
 from convexbn.fit_common import SearchOptions
 from convexbn.losses import get_loss
+from convexbn.neuron_merge import merge_duplicate_neurons
 from convexbn.recovery import recover_shared_network
 from convexbn.solvers.torch.threads import ONE_THREAD_MAX_WORK
 from convexbn.unit_neurons import (
     UNIT_NEURONS_MIN_SIZE,
-    merge_duplicate_neurons,
     search_unit_neurons,
     slide_neurons,
     unit_neuron_solution,
