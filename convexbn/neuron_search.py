@@ -405,7 +405,8 @@ def search_shared_neurons(
         if len(Z) < live.sum():
             s = np.linalg.norm(V, axis=1)
             merged = solve(SharedAtoms(Uprime @ Z.T >= 0, V / s[:, None]), Z * s[:, None], tol)
-            if merged.objective <= solution.objective:
+            if merged.objective <= solution.objective and (merged.status == "optimal" or
+                                                           solution.status != "optimal"):  # fmt: skip
                 solution = merged
                 history[-1].update(objective=solution.objective, n_neurons=solution.n_neurons,
                                    n_patterns=solution.atoms.n_atoms)  # fmt: skip

@@ -289,3 +289,25 @@ def test_the_ascent_reports_values_attained_in_float64(dtype):
     np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, rtol=1e-12)
     assert np.all(np.diff(h) <= 0) and len(np.unique(np.packbits(D, axis=0), axis=1).T) == D.shape[1]
     assert value * (1 - 1e-4) <= h[0] <= value * (1 + 1e-9)  # (a heuristic: near the maximum)
+
+
+def test_the_atoms_search_merges_near_copies_after_its_last_round():
+    """Small data, several classes (the atoms' route): FISTA over atoms spreads a neuron's weight over
+    near-copies as the output lasso does; the merge after the last round keeps a point no worse, with far
+    fewer neurons, and the network reproduces it (docs/solvers.md, "The shared-neuron search")."""
+    from sklearn.datasets import load_iris
+
+    from convexbn.fit_common import SearchOptions
+
+    X, labels = load_iris(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    Y = np.where(labels[:, None] == np.arange(3)[None, :], 1.0, -1.0)
+    spread = fit_convex_bn(X, list(Y.T), 1.0, loss="logistic", random_state=0,
+                           search=SearchOptions(merge_min_cos=None))  # fmt: skip
+    merged = fit_convex_bn(X, list(Y.T), 1.0, loss="logistic", random_state=0)
+    assert merged.info == spread.info == {"neurons": "shared", "shared_inner": "atoms"}
+    # the same rounds up to the merge, so the merged point is kept only when it is no worse
+    assert merged.objective <= spread.objective
+    assert merged.network.n_neurons * 3 < spread.network.n_neurons
+    assert merged.network.objective(X, Y) == pytest.approx(merged.objective, rel=1e-9)
+    assert merged.estimated_lower_bound <= merged.objective
