@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["merge_duplicate_neurons", "MERGE_MIN_COS"]
+from .shared_problem import SharedAtoms
+
+__all__ = ["merge_duplicate_neurons", "neurons_of_atoms", "atoms_of_neurons", "MERGE_MIN_COS"]
 
 #: Neurons whose directions and output directions have at least this cosine are tried as one neuron by both
 #: searches (:func:`merge_duplicate_neurons`; our choice: a cold fit at the second point of the
@@ -79,7 +81,8 @@ def merge_duplicate_neurons(
             continue
         close = keep & (cosines[j] >= min_cos) & (directions @ directions[j] >= min_cos)
         close[j] = False
-        for members in (np.flatnonzero(close), *np.flatnonzero(close)[:, None]):
+        candidates = np.flatnonzero(close)
+        for members in (candidates, *candidates[:, None]):
             if members.size == 0 or not keep[members].all():
                 continue
             group = np.concatenate([[j], members])
@@ -99,3 +102,18 @@ def merge_duplicate_neurons(
                 break
     keep &= s > 0  # (output rows that cancelled)
     return Z[keep], V[keep]
+
+
+def neurons_of_atoms(atoms: SharedAtoms, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The live atoms' neurons: ``z = u / ||u||`` (m, k) and ``v = ||u|| c`` (m, C) of each nonzero group."""
+    t = np.linalg.norm(W, axis=1)
+    live = t > 0
+    return W[live] / t[live, None], atoms.directions[live] * t[live, None]
+
+
+def atoms_of_neurons(Uprime: np.ndarray, Z: np.ndarray, V: np.ndarray) -> tuple[SharedAtoms, np.ndarray]:
+    """The atoms ``(1[U' z >= 0], v / ||v||)`` and groups ``||v|| z`` of the neurons with ``v != 0``."""
+    s = np.linalg.norm(V, axis=1)
+    live = s > 0
+    Z, V, s = Z[live], V[live], s[live]
+    return SharedAtoms(Uprime @ Z.T >= 0, V / s[:, None]), Z * s[:, None]

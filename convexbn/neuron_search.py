@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from .basis import BNBasis
-from .neuron_merge import MERGE_MIN_COS, merge_duplicate_neurons
+from .neuron_merge import MERGE_MIN_COS, atoms_of_neurons, merge_duplicate_neurons, neurons_of_atoms
 from .shared_problem import SharedAtoms, SharedOutputProblem, SharedSolution
 from .solvers.torch.shared_fista import solve_output_lasso, solve_shared_fista
 
@@ -397,14 +397,10 @@ def search_shared_neurons(
     if merge_min_cos is not None and solution.n_neurons > 1:
         # near-copies of a neuron as one (convexbn.neuron_merge), then the merged atoms solved to ``tol``;
         # the oracle below is asked at the point kept
-        t = np.linalg.norm(solution.W, axis=1)
-        live = t > 0
-        Z, V = merge_duplicate_neurons(Uprime, Y, solution.W[live] / t[live, None],
-                                       solution.atoms.directions[live] * t[live, None], beta,
+        Z, V = merge_duplicate_neurons(Uprime, Y, *neurons_of_atoms(solution.atoms, solution.W), beta,
                                        solution.problem.loss, min_cos=merge_min_cos)  # fmt: skip
-        if len(Z) < live.sum():
-            s = np.linalg.norm(V, axis=1)
-            merged = solve(SharedAtoms(Uprime @ Z.T >= 0, V / s[:, None]), Z * s[:, None], tol)
+        if len(Z) < solution.n_neurons:
+            merged = solve(*atoms_of_neurons(Uprime, Z, V), tol)
             if merged.objective <= solution.objective and (merged.status == "optimal" or
                                                            solution.status != "optimal"):  # fmt: skip
                 solution = merged

@@ -35,7 +35,7 @@ from sklearn.utils import check_random_state
 
 from .basis import BNBasis
 from .losses import get_loss
-from .neuron_merge import MERGE_MIN_COS, merge_duplicate_neurons
+from .neuron_merge import MERGE_MIN_COS, atoms_of_neurons, merge_duplicate_neurons, neurons_of_atoms
 from .neuron_search import _values, ascent_neurons
 from .shared_problem import SharedAtoms, SharedOutputProblem, SharedSolution
 from .solvers.torch.shared_fista import _output_lasso_gap, solve_output_lasso
@@ -151,12 +151,8 @@ def unit_neuron_solution(basis: BNBasis, Y: np.ndarray, Z: np.ndarray, V: np.nda
     Rows with ``v_j = 0`` are dropped; each other neuron is the atom ``(1[U' z_j >= 0], v_j / ||v_j||)``
     with the group ``||v_j|| z_j``.
     """
-    s = np.linalg.norm(V, axis=1)
-    live = s > 0
-    Z, V, s = Z[live], V[live], s[live]
-    atoms = SharedAtoms(basis.Uprime @ Z.T >= 0, V / s[:, None])
+    atoms, W = atoms_of_neurons(basis.Uprime, Z, V)
     problem = SharedOutputProblem(basis, atoms, Y, beta, loss)
-    W = Z * s[:, None]
     return SharedSolution(
         problem=problem, W=W, status=status, objective=problem.objective(W), lower_bound=lower_bound,
         constraint_violation=problem.constraint_violation(W), solve_time=seconds, n_iter=n_iter,
@@ -253,9 +249,7 @@ def _search(basis, Y, beta, loss, warm, rounds, max_new, n_starts, tol, gap_tol,
     max_new = max(50, 4 * k) if max_new is None else int(max_new)
     Z, V = np.zeros((0, k)), np.zeros((0, C))
     if warm is not None and warm[0].n_atoms:
-        t = np.linalg.norm(warm[1], axis=1)
-        live = t > 0
-        Z, V = warm[1][live] / t[live, None], warm[0].directions[live] * t[live, None]
+        Z, V = neurons_of_atoms(*warm)
     F = np.maximum(Uprime @ Z.T, 0.0) @ V
     objective = lossf.value(F, Y) + beta * float(np.linalg.norm(V, axis=1).sum())
     history = []
